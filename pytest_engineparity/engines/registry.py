@@ -1,0 +1,55 @@
+"""Find engine adapters by kind through the ``pytest_engineparity.engines`` entry-point group."""
+
+from __future__ import annotations
+
+import importlib
+from importlib import metadata
+from typing import Any
+
+from .base import EngineSpecError
+
+ENTRY_POINT_GROUP = "pytest_engineparity.engines"
+
+# Used when the package metadata is not visible (a worker started under another interpreter
+# with only PYTHONPATH pointing at this package).
+BUILTIN = {
+    "hf": "pytest_engineparity.engines.hf:HFEngine",
+    "vllm": "pytest_engineparity.engines.vllm:VLLMEngine",
+    "openai": "pytest_engineparity.engines.openai:OpenAIEngine",
+    "trtllm": "pytest_engineparity.engines.trtllm:TRTLLMEngine",
+}
+
+
+def available_kinds() -> dict[str, str]:
+    """kind -> "module:Class" for every registered adapter (entry points override builtins)."""
+    kinds = dict(BUILTIN)
+    try:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:  # pragma: no cover - broken metadata must not break the plugin
+        eps = []
+    for ep in eps:
+        kinds[ep.name] = ep.value
+    return kinds
+
+
+def adapter_path(kind: str) -> str:
+    kinds = available_kinds()
+    if kind not in kinds:
+        raise EngineSpecError(
+            f"unknown engine kind {kind!r}; known kinds: {', '.join(sorted(kinds))}"
+            f" (add one through the {ENTRY_POINT_GROUP!r} entry-point group)"
+        )
+    return kinds[kind]
+
+
+def load_adapter(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, attr)
+    except (ImportError, AttributeError) as exc:
+        raise EngineSpecError(f"cannot load engine adapter {path!r}: {exc}") from exc
+
+
+def adapter_class(kind: str) -> Any:
+    return load_adapter(adapter_path(kind))
