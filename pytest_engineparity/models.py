@@ -89,7 +89,7 @@ def _convert(src: Path, out: Path) -> None:
         ) from exc
     folder, name = str(src.parent), src.name
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, torch_dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     # Drop the GGUF quantization marker so every engine sees a plain fp32 checkpoint.
     if hasattr(config, "quantization_config"):
@@ -98,7 +98,7 @@ def _convert(src: Path, out: Path) -> None:
         except AttributeError:
             pass
     config.torch_dtype = torch.float32
-    model = AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     bad = [k for k in missing if not k.endswith("lm_head.weight")]
     if bad or unexpected:

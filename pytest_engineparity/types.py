@@ -172,6 +172,7 @@ class Timings:
     e2e: Optional[float] = None
     token_times: Optional[list] = None
     source: str = "unknown"
+    engine_ttft: Optional[float] = None  # the engine's own TTFT stat, where it reports one
 
     @property
     def itl(self) -> list[float]:
@@ -187,11 +188,12 @@ class Timings:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ttft": self.ttft, "e2e": self.e2e, "token_times": self.token_times,
-                "source": self.source}
+                "source": self.source, "engine_ttft": self.engine_ttft}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Timings":
-        return cls(d.get("ttft"), d.get("e2e"), d.get("token_times"), d.get("source", "unknown"))
+        return cls(d.get("ttft"), d.get("e2e"), d.get("token_times"), d.get("source", "unknown"),
+                   d.get("engine_ttft"))
 
 
 @dataclass

@@ -1,0 +1,329 @@
+"""Hugging Face transformers engine: the reference implementation (CPU or GPU).
+
+It decodes with its own batched loop over the model's KV cache, so every request of a batch
+keeps its own stop rules (max_tokens, stop strings, stop token ids, EOS, min_tokens, ignore_eos),
+its own seeded sampler, and its own per-token timestamps. Semantics follow vLLM's where engines
+must agree: stop strings are cut from the text unless ``include_stop_str_in_output``, the stop
+token stays in ``token_ids``, ``stop_reason`` is the matched string or id (None for EOS), a prompt
+longer than ``max_model_len`` is rejected, and ``max_tokens`` beyond the room left ends with
+``finish_reason="length"``.
+
+Engine args (``[engines.X.args]`` or inline): ``dtype`` ("auto", "float32", "bfloat16", ...),
+``device`` ("cpu", "cuda", default: cuda when available), ``max_model_len``, ``batch_size``
+(rows decoded together, default 32), and two deliberate degradations used to prove that the gate
+fails a broken candidate: ``perturb_weights`` (relative Gaussian noise added to every weight,
+seeded by ``perturb_seed``), and ``on_overlength = "truncate_left"`` (cut over-length prompts to
+their last ``max_model_len - 1`` tokens without an error, like TensorRT-LLM's legacy runner).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, ClassVar, Optional, Sequence
+
+from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
+from .base import EngineSpec, EngineSpecError, ProgressFn
+
+__all__ = ["HFEngine"]
+
+KNOWN_ARGS = {"dtype", "device", "max_model_len", "batch_size", "perturb_weights", "perturb_seed",
+              "on_overlength", "trust_remote_code"}
+
+
+def _check_model_dir(spec: EngineSpec) -> None:
+    if not spec.target:
+        raise EngineSpecError(f"engine {spec.label!r}: no model directory given")
+    if not os.path.isdir(spec.target):
+        raise EngineSpecError(f"engine {spec.label!r}: model directory {spec.target!r} does not exist")
+    if not os.path.isfile(os.path.join(spec.target, "config.json")):
+        raise EngineSpecError(
+            f"engine {spec.label!r}: {spec.target!r} has no config.json (not a Hugging Face model dir)"
+        )
+
+
+class HFEngine:
+    kind: ClassVar[str] = "hf"
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device: Any = None
+        self.max_model_len: int = 0
+
+    @classmethod
+    def validate(cls, spec: EngineSpec) -> None:
+        _check_model_dir(spec)
+        unknown = set(spec.args) - KNOWN_ARGS
+        if unknown:
+            raise EngineSpecError(
+                f"engine {spec.label!r}: unknown hf engine argument(s) {sorted(unknown)};"
+                f" known: {sorted(KNOWN_ARGS)}"
+            )
+        mode = spec.args.get("on_overlength", "error")
+        if mode not in ("error", "truncate_left"):
+            raise EngineSpecError(f"engine {spec.label!r}: on_overlength must be 'error' or 'truncate_left', got {mode!r}")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> EngineInfo:
+        import torch
+        import transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        args = self.spec.args
+        device = args.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device)
+        dtype_arg = args.get("dtype", "auto")
+        dtype = dtype_arg if dtype_arg == "auto" else getattr(torch, str(dtype_arg))
+        tok_dir = self.spec.tokenizer or self.spec.target
+        self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=bool(args.get("trust_remote_code")))
+        self.model = AutoModelForCausalLM.from_pretrained(
+            self.spec.target, dtype=dtype, trust_remote_code=bool(args.get("trust_remote_code"))
+        ).to(self.device)
+        self.model.eval()
+        if args.get("perturb_weights"):
+            self._perturb(float(args["perturb_weights"]), int(args.get("perturb_seed", 0)))
+        cfg = self.model.config
+        limit = getattr(cfg, "max_position_embeddings", None) or 2048
+        self.max_model_len = int(args.get("max_model_len") or limit)
+        eos = self.tokenizer.eos_token_id
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        ids = set([eos] if isinstance(eos, int) else (eos or []))
+        ids |= set([gen_eos] if isinstance(gen_eos, int) else (gen_eos or []))
+        self.eos_ids = sorted(i for i in ids if i is not None)
+        return EngineInfo(
+            kind=self.kind,
+            model=str(self.spec.target),
+            version=f"transformers {transformers.__version__}, torch {torch.__version__}",
+            limits=EngineLimits(max_model_len=self.max_model_len, max_input_len=self.max_model_len,
+                                max_batch_size=None),
+            details={"dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+                     "device": str(self.device), "batch_size": int(args.get("batch_size", 32)),
+                     "timing": "step clock in the worker (same origin for every request of a call)",
+                     "perturb_weights": args.get("perturb_weights"),
+                     "on_overlength": args.get("on_overlength", "error")},
+        )
+
+    def _perturb(self, scale: float, seed: int) -> None:
+        import torch
+
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        with torch.no_grad():
+            for p in self.model.parameters():
+                if p.dtype.is_floating_point and p.numel() > 1:
+                    noise = torch.randn(p.shape, generator=gen, dtype=torch.float32)
+                    p.add_((noise * scale * p.float().std().cpu()).to(p.device, p.dtype))
+
+    def close(self) -> None:
+        self.model = None
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- generation --------------------------------------------------------------------------
+    def _prompt_ids(self, req: GenerationRequest) -> list[int]:
+        if req.messages is not None:
+            out = self.tokenizer.apply_chat_template(list(req.messages), tokenize=True, add_generation_prompt=True)
+            if isinstance(out, dict) or hasattr(out, "keys"):
+                out = out["input_ids"]
+            return [int(t) for t in out]
+        if req.prompt_token_ids is not None:
+            return list(req.prompt_token_ids)
+        return list(self.tokenizer(req.prompt)["input_ids"])
+
+    def generate(self, requests: Sequence[GenerationRequest], progress: Optional[ProgressFn] = None) -> list[Completion]:
+        origin = time.perf_counter()
+        results: list[Optional[Completion]] = [None] * len(requests)
+        rows: list[dict[str, Any]] = []
+        for i, req in enumerate(requests):
+            ids = self._prompt_ids(req)
+            warnings: list[str] = []
+            if req.truncate_prompt_tokens is not None and len(ids) > req.truncate_prompt_tokens:
+                k = req.truncate_prompt_tokens
+                ids = ids[-k:] if getattr(self.tokenizer, "truncation_side", "right") == "left" else ids[:k]
+            if len(ids) > self.max_model_len or (len(ids) == self.max_model_len and req.max_tokens > 0):
+                if self.spec.args.get("on_overlength") == "truncate_left":
+                    ids = ids[-(self.max_model_len - 1):]
+                elif len(ids) > self.max_model_len:
+                    results[i] = Completion.failed(
+                        f"This model's maximum context length is {self.max_model_len} tokens. However, your "
+                        f"prompt contains {len(ids)} input tokens, which exceeds this limit even without any "
+                        "output tokens. Please reduce the length of the input prompt.",
+                        "ValueError", prompt_token_count=len(ids))
+                    continue
+            room = self.max_model_len - len(ids)
+            rows.append({"index": i, "req": req, "ids": ids, "budget": min(req.max_tokens, room),
+                         "warnings": warnings})
+        total = len(requests)
+        done = [sum(r is not None for r in results)]
+        tokens = [0]
+
+        def tick(n_done: int, n_tokens: int) -> None:
+            done[0] += n_done
+            tokens[0] += n_tokens
+            if progress:
+                progress(done[0], total, tokens[0])
+
+        batch_size = int(self.spec.args.get("batch_size", 32))
+        rows.sort(key=lambda r: len(r["ids"]))
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            for row, comp in zip(chunk, self._decode_batch(chunk, origin, tick)):
+                results[row["index"]] = comp
+        if progress:
+            progress(total, total, tokens[0])
+        return [r for r in results if r is not None]
+
+    def _decode_batch(self, rows: list[dict[str, Any]], origin: float, tick: Any) -> list[Completion]:
+        import torch
+
+        B = len(rows)
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.eos_ids[0] if self.eos_ids else 0
+        width = max(len(r["ids"]) for r in rows)
+        input_ids = torch.full((B, width), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, width), dtype=torch.long)
+        for b, r in enumerate(rows):
+            n = len(r["ids"])
+            input_ids[b, width - n:] = torch.tensor(r["ids"], dtype=torch.long)
+            mask[b, width - n:] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+
+        gens = []
+        for r in rows:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(r["req"].seed if r["req"].seed is not None else 0)
+            gens.append(g)
+        state = [{"out": [], "times": [], "lps": [], "finish": None, "stop_reason": None, "text_cut": None}
+                 for _ in rows]
+        active = [r["budget"] > 0 for r in rows]
+        for b, r in enumerate(rows):
+            if not active[b]:
+                state[b]["finish"] = "length"
+        past = None
+        cur_ids, cur_pos = input_ids, position_ids
+        step_mask = mask
+        with torch.inference_mode():
+            while any(active):
+                out = self.model(input_ids=cur_ids, attention_mask=step_mask, position_ids=cur_pos,
+                                 past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                logits = out.logits[:, -1, :].float()
+                logprobs_all = torch.log_softmax(logits, dim=-1)
+                next_tokens = torch.full((B,), pad_id, dtype=torch.long, device=self.device)
+                for b, r in enumerate(rows):
+                    if not active[b]:
+                        continue
+                    req: GenerationRequest = r["req"]
+                    row_logits = logits[b].clone()
+                    n_out = len(state[b]["out"])
+                    if n_out < req.min_tokens:
+                        for t in list(self.eos_ids) + list(req.stop_token_ids):
+                            row_logits[t] = float("-inf")
+                    if req.greedy:
+                        tok = int(torch.argmax(row_logits))
+                    else:
+                        tok = self._sample(row_logits, req, gens[b])
+                    next_tokens[b] = tok
+                now = time.perf_counter() - origin
+                finished_now, n_new = 0, 0
+                for b, r in enumerate(rows):
+                    if not active[b]:
+                        continue
+                    req = r["req"]
+                    tok = int(next_tokens[b])
+                    st = state[b]
+                    st["out"].append(tok)
+                    st["times"].append(now)
+                    n_new += 1
+                    if req.logprobs is not None:
+                        k = max(req.logprobs, 1)
+                        vals, idx = torch.topk(logprobs_all[b], k)
+                        top = {int(i): float(v) for i, v in zip(idx.tolist(), vals.tolist())}
+                        chosen = float(logprobs_all[b, tok])
+                        top.setdefault(tok, chosen)
+                        decoded = {t: self.tokenizer.decode([t]) for t in top}
+                        st["lps"].append(TokenLogprobs(tok, chosen, top, decoded))
+                    reason = self._check_stop(req, st)
+                    if reason is None and len(st["out"]) >= r["budget"]:
+                        reason = "length"
+                    if reason is not None:
+                        st["finish"] = reason
+                        active[b] = False
+                        finished_now += 1
+                tick(finished_now, n_new)
+                cur_ids = next_tokens.unsqueeze(-1)
+                step_mask = torch.cat([step_mask, torch.ones((B, 1), dtype=step_mask.dtype, device=self.device)], dim=-1)
+                cur_pos = cur_pos[:, -1:] + 1
+        return [self._finish(r, st) for r, st in zip(rows, state)]
+
+    @staticmethod
+    def _sample(row_logits: Any, req: GenerationRequest, gen: Any) -> int:
+        import torch
+
+        logits = row_logits / max(req.temperature, 1e-6)
+        if req.top_k and req.top_k > 0:
+            kth = torch.topk(logits, min(req.top_k, logits.numel())).values[-1]
+            logits = torch.where(logits < kth, torch.full_like(logits, float("-inf")), logits)
+        probs = torch.softmax(logits, dim=-1)
+        if req.top_p < 1.0:
+            sorted_p, order = torch.sort(probs, descending=True)
+            cum = torch.cumsum(sorted_p, dim=-1)
+            drop = cum - sorted_p > req.top_p
+            sorted_p[drop] = 0.0
+            probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
+            probs = probs / probs.sum()
+        return int(torch.multinomial(probs, 1, generator=gen))
+
+    def _check_stop(self, req: GenerationRequest, st: dict[str, Any]) -> Optional[str]:
+        tok = st["out"][-1]
+        n_out = len(st["out"])
+        if n_out < req.min_tokens:  # vLLM checks no stop condition before min_tokens
+            return None
+        if tok in req.stop_token_ids:
+            st["stop_reason"] = tok
+            return "stop"
+        if not req.ignore_eos and tok in self.eos_ids:
+            return "stop"
+        if req.stop:
+            text = self.tokenizer.decode(st["out"], skip_special_tokens=True)
+            # only look where the newest token could have completed a stop string
+            new_len = len(self.tokenizer.decode(st["out"][:-1], skip_special_tokens=True))
+            best = None
+            for s in req.stop:
+                pos = text.find(s, max(0, new_len - len(s) + 1))
+                if pos != -1 and (best is None or pos < best[0]):
+                    best = (pos, s)
+            if best is not None:
+                pos, s = best
+                st["stop_reason"] = s
+                st["text_cut"] = text[: pos + len(s)] if req.include_stop_str_in_output else text[:pos]
+                return "stop"
+        return None
+
+    def _finish(self, row: dict[str, Any], st: dict[str, Any]) -> Completion:
+        req: GenerationRequest = row["req"]
+        out = st["out"]
+        if st["text_cut"] is not None:
+            text = st["text_cut"]
+        else:
+            ids = out
+            if st["finish"] == "stop" and st["stop_reason"] is not None and not req.include_stop_str_in_output:
+                ids = out[:-1]  # a stop token id is not part of the text
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        times = st["times"]
+        return Completion(
+            text=text,
+            token_ids=list(out),
+            token_texts=[self.tokenizer.decode([t]) for t in out],
+            finish_reason=st["finish"],
+            stop_reason=st["stop_reason"],
+            logprobs=st["lps"] if req.logprobs is not None else None,
+            prompt_token_count=len(row["ids"]),
+            timings=Timings(ttft=times[0] if times else None, e2e=times[-1] if times else None,
+                            token_times=times, source="step-clock"),
+            warnings=row["warnings"],
+        )
