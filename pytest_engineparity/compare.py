@@ -16,6 +16,7 @@ never compared: their contexts differ.
 from __future__ import annotations
 
 import os
+import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -158,14 +159,17 @@ class TopKMiss:
         head = (f"token {self.position}: {self.chosen_by} {_show_token(self.token_text, self.token_id)}"
                 f" not in {self.missing_from} {k}")
         details = []
-        if self.logprob_there is not None:
-            details.append(f"{self.missing_from} gives it {self.logprob_there:.2f}")
         if self.best_there_id is not None and self.best_there_logprob is not None:
-            details.append(f"its top {_show_token(self.best_there_text, self.best_there_id)}"
+            details.append(f"{_show_token(self.best_there_text, self.best_there_id)}"
                            f" {self.best_there_logprob:.2f}")
-        if self.top_k is not None and self.reported < self.top_k and self.logprob_there is None:
-            details.append(f"{self.missing_from} reported only {self.reported} alternatives")
-        return head + (f" ({'; '.join(details)})" if details else "")
+        mine = _show_token(self.token_text, self.token_id)
+        if self.logprob_there is not None:
+            details.append(f"{mine} {self.logprob_there:.2f}")
+        elif self.top_k is not None and self.reported < self.top_k:
+            details.append(f"{mine} not among the {self.reported} alternatives it reported")
+        else:
+            details.append(f"{mine} not reported")
+        return f"{head} ({self.missing_from}: {', '.join(details)})"
 
 
 @dataclass(frozen=True)
@@ -470,21 +474,27 @@ def _pieces(c: Completion) -> Optional[list[str]]:
 
 def render_divergence(request_label: str, ref: Completion, cand: Completion,
                       comparison: PairComparison, ref_name: str = "reference",
-                      cand_name: str = "candidate", width: int = 100, color: bool = False) -> list[str]:
+                      cand_name: str = "candidate", width: int = 100, color: bool = False,
+                      *, prompt: Optional[str] = None) -> list[str]:
     """The lines of a parity failure message (bounded: at most ~24 lines of at most ``width``).
 
     Shows the prompt, both outputs aligned at the first divergent token (the common prefix
     collapsed to its last ~40 characters, the divergent token marked ``[[ ]]`` or, with
     ``color=True`` and ``NO_COLOR`` unset, in colour), both engines' top logprobs there, the gap
     between the two candidate tokens in each engine, and the similarity against its threshold.
+    ``prompt`` is the prompt text to show when ``request_label`` is only an id.
     """
     width = max(int(width), 40)
     color = bool(color) and not os.environ.get("NO_COLOR")
     name_w = max(len(ref_name), len(cand_name))
     rn, cn = ref_name.ljust(name_w), cand_name.ljust(name_w)
     verdict = "equivalent" if comparison.equivalent else "NOT equivalent"
-    lines = [_clip(f"{_esc(request_label)}: {verdict}: {comparison.reason}", width)]
-    lines.append(_clip(f"  prompt: {_esc(request_label)}", width))
+    # keep "0.91 ≥ 0.80" together when the header wraps (no-break spaces, restored after)
+    reason = comparison.reason.replace(" ≥ ", "\u00a0≥\u00a0").replace(" < ", "\u00a0<\u00a0")
+    lines = [line.replace("\u00a0", " ") for line in textwrap.wrap(
+        f"{_esc(_clip(request_label, 60))}: {verdict}: {reason}", width, subsequent_indent="    ",
+        break_long_words=True, max_lines=3, placeholder=" …")]
+    lines.append(_clip(f"  prompt: {_esc(prompt if prompt is not None else request_label)}", width))
 
     def side(label: str) -> _Line:
         return _Line(width, color).add(f"    {label} | ")
@@ -523,8 +533,8 @@ def render_divergence(request_label: str, ref: Completion, cand: Completion,
         lines.append(f"  outputs are identical as text ({len(ref.token_ids)} tokens each)")
         lines.append(side(rn).add(_esc(ref.text)).render())
     else:
-        lines.append(_clip(f"  first divergence at {where} (0-based), after {len(prefix)} common "
-                           f"characters{' (shown from the last 40)' if collapsed else ''}:", width))
+        lines.append(_clip(f"  first divergence at {where} (0-based); common prefix {len(prefix)} "
+                           f"chars{', last 40 shown' if collapsed else ''}:", width))
         for label, tok, rest, style, c in ((rn, r_tok, r_rest, "ref", ref), (cn, c_tok, c_rest, "cand", cand)):
             line = side(label).add(tail, "dim")
             shown = _esc(tok) if tok is not None else f"<end: {c.finish_reason or 'no more tokens'}>"
@@ -551,21 +561,35 @@ def render_divergence(request_label: str, ref: Completion, cand: Completion,
             entry = c.logprobs[pos]  # type: ignore[index]
             ranked = _ranked(entry)[:k]
             shown_ids = {tid for tid, _ in ranked}
-            cells = []
+            ranked_cells: list[tuple[str, bool]] = []  # (text, marked: always kept)
             for tid, v in ranked:
                 mark = "*" if tid == own else ("^" if tid == other else "")
-                cells.append(f"{_show_token(_token_text(tid, pos, ref, cand), tid)} {v:.3f}{mark}")
+                ranked_cells.append(
+                    (_esc(f"{_show_token(_token_text(tid, pos, ref, cand), tid)} {v:.3f}{mark}"), bool(mark)))
+            extra: list[str] = []
             if other is not None and other not in shown_ids:
                 there = _logprob_of(entry, other)
-                cells.append(f"^{_show_token(_token_text(other, pos, ref, cand), other)} "
-                             + (f"{there:.3f}" if there is not None else f"not in top-{len(entry.top)}"))
-            lines.append(line.add("  ".join(_esc(x) for x in cells)).render())
+                extra.append(_esc(f"^{_show_token(_token_text(other, pos, ref, cand), other)} "
+                                  + (f"{there:.3f}" if there is not None else f"not in top-{len(entry.top)}")))
+            # drop unmarked alternatives from the end until the marked ones fit; "…" marks the cut
+            room, cut = width - line.used, False
+            while True:
+                shown = [t for t, _ in ranked_cells] + (["…"] if cut else []) + extra
+                droppable = [i for i, (_, marked) in enumerate(ranked_cells) if not marked]
+                if len("  ".join(shown)) <= room or not droppable:
+                    break
+                del ranked_cells[droppable[-1]]
+                cut = True
+            lines.append(line.add("  ".join(shown)).render())
         if fork.ref_gap is not None or fork.cand_gap is not None:
             def gap(name: str, g: Optional[float], own: Optional[int]) -> str:
                 if g is None:
-                    return f"{name.strip()}: gap unknown"
+                    missing = other_of[name]
+                    tok = _show_token(_token_text(missing, pos, ref, cand), missing) if missing is not None else "?"
+                    return f"{name.strip()} does not report {_esc(tok)}"
                 tok = _show_token(_token_text(own, pos, ref, cand), own) if own is not None else "?"
                 return f"{name.strip()} prefers {_esc(tok)} by {g:.3f}"
+            other_of = {ref_name: fork.cand_token_id, cand_name: fork.ref_token_id}
             tie = "near tie" if fork.near_tie else "NOT a near tie"
             lines.append(_clip(f"  gap: {gap(ref_name, fork.ref_gap, fork.ref_token_id)}; "
                                f"{gap(cand_name, fork.cand_gap, fork.cand_token_id)} -> {tie}", width))

@@ -22,10 +22,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-__all__ = ["SERVED_MODEL_NAME", "VLLMServerError", "running_vllm_server", "free_port"]
+__all__ = ["SERVED_MODEL_NAME", "ServerStart", "VLLMServerError", "running_vllm_server", "free_port", "last_start"]
 
 SERVED_MODEL_NAME = "smollm2"
 MAX_MODEL_LEN = 2048
@@ -46,6 +47,24 @@ DEFAULT_SERVER_ENV = {
 
 class VLLMServerError(RuntimeError):
     """The server did not become ready; the message carries its command and log tail."""
+
+
+@dataclass(frozen=True)
+class ServerStart:
+    """How the last server start went (for reports: readiness time, where its log is)."""
+
+    base_url: str
+    ready_seconds: float
+    log_path: str
+    pid: int
+
+
+_LAST: list[ServerStart] = []
+
+
+def last_start() -> Optional[ServerStart]:
+    """The most recent successful start in this process, or None."""
+    return _LAST[-1] if _LAST else None
 
 
 def free_port() -> int:
@@ -107,8 +126,8 @@ def running_vllm_server(
     ``base_url`` is ``http://127.0.0.1:<port>`` (no ``/v1``). Readiness is ``GET /health``
     answering 200 within ``timeout`` seconds; if the process exits first or the deadline
     passes, ``VLLMServerError`` is raised with the command and the server's log tail. The
-    server's process group is always killed on exit. The seconds the server took to become
-    ready are available afterwards as ``running_vllm_server.last_ready_seconds``.
+    server's process group is always killed on exit. How long the server took to become ready
+    is in ``last_start()`` once this yields.
     """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -153,12 +172,7 @@ def running_vllm_server(
                     f"{_log_tail(log_file)}"
                 )
             time.sleep(1.0)
-        running_vllm_server.last_ready_seconds = time.monotonic() - t0  # type: ignore[attr-defined]
-        running_vllm_server.last_log_path = str(log_file)  # type: ignore[attr-defined]
+        _LAST.append(ServerStart(base, time.monotonic() - t0, str(log_file), proc.pid))
         yield base
     finally:
         _kill_group(proc)
-
-
-running_vllm_server.last_ready_seconds = None  # type: ignore[attr-defined]
-running_vllm_server.last_log_path = None  # type: ignore[attr-defined]

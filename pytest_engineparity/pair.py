@@ -1,0 +1,142 @@
+"""The objects the fixtures hand to tests: ``EnginePair`` and ``EngineView``.
+
+They compare and record; tolerances can be narrowed per test (``with_tolerance``). Plain
+objects: the plugin injects the session and a ``record`` callback for the current test.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
+
+from .compare import EquivalencePolicy
+from .session import Check, EngineHandle, PairResult, ParityMismatch, ParitySession
+from .stats import EquivalenceRateVerdict, equivalence_rate_verdict
+from .types import Completion, EngineInfo, GenerationRequest
+
+__all__ = ["EnginePair", "EngineView"]
+
+Recorder = Callable[[str, str, str, dict], None]  # (name, verdict, detail, numbers)
+
+
+class EngineView:
+    """One engine alone: direct calls (no caching), its info and limits."""
+
+    def __init__(self, handle: EngineHandle):
+        self._h = handle
+
+    @property
+    def name(self) -> str:
+        return self._h.name
+
+    @property
+    def info(self) -> EngineInfo:
+        self._h.ensure_started()
+        assert self._h.info is not None
+        return self._h.info
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Completion]:
+        return self._h.generate(list(requests), label="direct call")
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._h.ensure_started().tokenize(text)
+
+
+class EnginePair:
+    def __init__(self, session: ParitySession, record: Recorder, policy: Optional[EquivalencePolicy] = None,
+                 properties: Optional[list] = None):
+        self._s = session
+        self._record = record
+        self.policy = policy or session.policy
+        self._props = properties if properties is not None else []
+        self.reference = EngineView(session.reference)
+        self.candidate = EngineView(session.candidate)
+
+    def with_tolerance(self, similarity: Optional[float] = None, top_k: Optional[int] = None,
+                       require_logprobs_close: Optional[bool] = None) -> "EnginePair":
+        """A copy whose equivalence rule is narrowed (or, explicitly, relaxed) for this test."""
+        changes: dict[str, Any] = {}
+        if similarity is not None:
+            changes["similarity_threshold"] = similarity
+        if top_k is not None:
+            changes["top_k"] = top_k
+        if require_logprobs_close is not None:
+            changes["require_logprobs_close"] = require_logprobs_close
+        return EnginePair(self._s, self._record, dataclasses.replace(self.policy, **changes), self._props)
+
+    # -- one request -------------------------------------------------------------------------
+    def run(self, request: GenerationRequest) -> PairResult:
+        res = self._s.result(request, self.policy)
+        c = res.comparison
+        self._props.extend([
+            ("parity_reference", res.ref_name), ("parity_candidate", res.cand_name),
+            ("parity_exact", str(c.exact).lower()), ("parity_equivalent", str(c.equivalent).lower()),
+            ("parity_divergence", "" if c.divergence is None else str(c.divergence)),
+            ("parity_similarity", "" if c.similarity is None else f"{c.similarity:.4f}"),
+        ])
+        return res
+
+    def assert_equivalent(self, request: GenerationRequest) -> PairResult:
+        """Exact, or logprob-close up to the fork and semantically similar after it."""
+        return self.run(request).assert_equivalent()
+
+    def assert_close(self, request: GenerationRequest) -> PairResult:
+        """No hard evidence of breakage on this request: both answered (or both rejected it
+        alike) and, up to and including the first divergent token, each engine's token is in
+        the other's top-k. A near-tie fork followed by a different wording passes here; whether
+        such forks stay rare enough is the suite-level ``assert_suite_equivalent`` gate."""
+        res = self.run(request)
+        c = res.comparison
+        both_rejected = not res.reference.ok and not res.candidate.ok and c.equivalent
+        hard = (res.reference.ok != res.candidate.ok) or (not res.reference.ok and not both_rejected) \
+            or bool(c.logprobs.failures) or (not c.exact and not c.logprobs.available
+                                             and self.policy.require_logprobs_close)
+        if hard:
+            raise ParityMismatch(res.explain())
+        return res
+
+    # -- the suite ---------------------------------------------------------------------------
+    def results(self) -> list[PairResult]:
+        """Every request the suite declared, each engine having run them as one batch."""
+        return self._s.all_results(self.policy)
+
+    def suite_verdict(self, min_rate: Optional[float] = None, confidence: Optional[float] = None) -> EquivalenceRateVerdict:
+        results = self.results()
+        n_eq = sum(r.equivalent for r in results)
+        return equivalence_rate_verdict(
+            n_eq, len(results), min_rate if min_rate is not None else self._s.cfg.min_equivalence,
+            confidence if confidence is not None else self._s.cfg.confidence)
+
+    def assert_suite_equivalent(self, min_rate: Optional[float] = None,
+                                confidence: Optional[float] = None) -> EquivalenceRateVerdict:
+        """Pass only if the lower confidence bound of the equivalence rate reaches ``min_rate``.
+
+        Records a check named ``equivalence-rate`` with the numbers, the exact-match rate and each
+        engine's own noise floor (exact-match rate against itself).
+        """
+        v = self.suite_verdict(min_rate, confidence)
+        results = self.results()
+        n_exact = sum(r.exact for r in results)
+        numbers = {**v.to_dict(), "n_exact": n_exact,
+                   "exact_rate": n_exact / len(results) if results else 0.0,
+                   "noise_floor": self._s.noise_floor}
+        nf = ", ".join(f"{role} vs itself {d['n_exact']}/{d['n']} exact" for role, d in self._s.noise_floor.items())
+        detail = f"{v.message}; cross-engine exact {n_exact}/{len(results)}" + (f" (noise floor: {nf})" if nf else "")
+        self._record("equivalence-rate", "pass" if v.passed else "fail", detail, numbers)
+        if not v.passed:
+            worst = [r for r in results if not r.equivalent][:3]
+            lines = [f"suite equivalence gate failed: {detail}"]
+            for r in worst:
+                lines.append("")
+                lines.append(r.explain())
+            raise ParityMismatch("\n".join(lines))
+        return v
+
+    def record_check(self, name: str, verdict: str, detail: str = "", numbers: Optional[dict] = None) -> None:
+        self._record(name, verdict, detail, numbers or {})
+
+
+def make_recorder(session: ParitySession, step: Optional[str], nodeid: Optional[str]) -> Recorder:
+    def record(name: str, verdict: str, detail: str, numbers: dict) -> None:
+        session.record(Check(step, name, verdict, detail, numbers, nodeid))
+    return record

@@ -1,0 +1,288 @@
+"""pytest wiring only: options, markers, fixtures and hooks. The work lives in plain modules.
+
+Loading this plugin imports no engine, torch or sentence-transformers: ``pytest --help`` stays
+fast on a machine without them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Iterator, Optional
+
+import pytest
+
+from .config import MIGRATION_STEPS, OPTIONS, ConfigError, ParityConfig, build_config, read_pyproject_table
+from .types import GenerationRequest
+
+_CFG = pytest.StashKey[ParityConfig]()
+_SESSION = pytest.StashKey[Any]()
+_CHECKS = pytest.StashKey[list]()
+_ITEM_STEP = pytest.StashKey[Optional[str]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("engineparity", "engine parity (pytest-engineparity)")
+    for opt in OPTIONS:
+        default = f" (ini: {opt.ini})"
+        group.addoption(opt.flag, dest="engineparity_" + opt.dest, metavar=opt.metavar, default=None,
+                        help=opt.help + default)
+        parser.addini(opt.ini, help=opt.help, default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "migration_step(step): the migration step this test gives a verdict "
+                            f"for; one of {', '.join(MIGRATION_STEPS)}")
+    config.addinivalue_line("markers", "parity_prompts(*paths_or_requests): prompts for the parity_request "
+                            "parameter (JSONL paths relative to the test file, or GenerationRequest objects)")
+    cli = {o.dest: config.getoption("engineparity_" + o.dest) for o in OPTIONS}
+    ini = {o.dest: config.getini(o.ini) for o in OPTIONS}
+    try:
+        table = read_pyproject_table(config.rootpath)
+        cfg = build_config(cli, ini, table, str(config.rootpath))
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_CFG] = cfg
+    config.stash[_CHECKS] = []
+    if not cfg.active:
+        return
+    # xdist policy: engines on one GPU do not share well, and each worker would start its own
+    # pair. The engines batch internally, so run the parity suite in one process.
+    if hasattr(config, "workerinput") or (config.getoption("numprocesses", None) not in (None, 0, "0")
+                                          and config.getoption("dist", "no") != "no"):
+        raise pytest.UsageError(
+            "--engine-pair cannot run under pytest-xdist (-n/--dist): every xdist worker would start "
+            "its own pair of engines. Run the parity suite without -n; engines batch the suite internally."
+        )
+    from .prompts import PromptFileError, load_prompts, sample_requests
+
+    if cfg.prompts:
+        try:
+            path = cfg.prompts if os.path.isabs(cfg.prompts) or os.path.exists(cfg.prompts) else \
+                os.path.join(str(config.rootpath), cfg.prompts)
+            reqs = load_prompts(path, cfg.max_tokens)
+            config.stash[_USER_PROMPTS] = sample_requests(reqs, cfg.sample, cfg.seed, where=cfg.prompts)
+        except PromptFileError as exc:
+            raise pytest.UsageError(f"--parity-prompts: {exc}") from None
+    from .session import ParitySession
+
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+
+    def notify(msg: str) -> None:
+        if tr is not None:
+            tr.write_line(f"[engineparity] {msg}")
+
+    config.stash[_SESSION] = ParitySession(cfg, notify=notify)
+
+
+_USER_PROMPTS = pytest.StashKey[list]()
+
+
+def _marker_prompts(metafunc: pytest.Metafunc) -> list[GenerationRequest]:
+    from .prompts import PromptFileError, load_prompts
+
+    cfg = metafunc.config.stash[_CFG]
+    out: list[GenerationRequest] = []
+    for mark in metafunc.definition.iter_markers("parity_prompts"):
+        for item in mark.args:
+            if isinstance(item, GenerationRequest):
+                out.append(item)
+                continue
+            path = item if os.path.isabs(str(item)) else os.path.join(os.path.dirname(str(metafunc.definition.fspath)), str(item))
+            try:
+                out.extend(load_prompts(path, cfg.max_tokens))
+            except PromptFileError as exc:
+                raise pytest.UsageError(f"{metafunc.definition.nodeid}: parity_prompts: {exc}") from None
+    return out
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "parity_request" not in metafunc.fixturenames:
+        return
+    cfg = metafunc.config.stash[_CFG]
+    reqs = metafunc.config.stash.get(_USER_PROMPTS, None) if cfg.prompts else None
+    if reqs is None:
+        reqs = _marker_prompts(metafunc)
+    metafunc.parametrize("parity_request", reqs, ids=[r.label() for r in reqs])
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    for item in items:
+        marks = list(item.iter_markers("migration_step"))
+        step = None
+        if marks:
+            args = marks[0].args
+            step = args[0] if args else None
+            if step not in MIGRATION_STEPS:
+                raise pytest.UsageError(f"{item.nodeid}: unknown migration_step {step!r}; "
+                                        f"use one of {', '.join(MIGRATION_STEPS)}")
+        item.stash[_ITEM_STEP] = step
+    psession = config.stash.get(_SESSION, None)
+    if psession is None:
+        return
+    declared = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None:
+            continue
+        declared.extend(v for v in callspec.params.values() if isinstance(v, GenerationRequest))
+    psession.register(declared)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+    report = yield
+    step = item.stash.get(_ITEM_STEP, None)
+    if step is None:
+        return report
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if report.passed:
+            verdict, detail = "pass", ""
+        elif report.skipped:
+            verdict = "skip"
+            lr = report.longrepr
+            detail = str(lr[2]) if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
+        else:
+            verdict = "fail" if report.when == "call" else "error"
+            crash = getattr(report.longrepr, "reprcrash", None)
+            detail = crash.message if crash is not None else str(report.longrepr)
+            detail = detail.splitlines()[0] if detail else ""
+        from .session import Check
+
+        item.config.stash[_CHECKS].append(Check(step, item.nodeid, verdict, detail[:500], {}, item.nodeid))
+    return report
+
+
+def _psession(request: pytest.FixtureRequest) -> Any:
+    ps = request.config.stash.get(_SESSION, None)
+    if ps is None:
+        pytest.skip("no --engine-pair given: parity tests need a reference and a candidate engine")
+    return ps
+
+
+@pytest.fixture
+def engine_pair(request: pytest.FixtureRequest) -> Any:
+    """The reference and candidate engines: ``run(req)``, ``assert_equivalent(req)``,
+    ``assert_suite_equivalent()``, ``with_tolerance(...)``, ``reference``/``candidate`` views."""
+    from .pair import EnginePair, make_recorder
+
+    ps = _psession(request)
+    node = request.node
+    step = node.stash.get(_ITEM_STEP, None)
+    node.user_properties.append(("migration_step", step or ""))
+    return EnginePair(ps, make_recorder(ps, step, node.nodeid), properties=node.user_properties)
+
+
+@pytest.fixture
+def reference_engine(engine_pair: Any) -> Any:
+    """The reference engine alone (direct, uncached calls)."""
+    return engine_pair.reference
+
+
+@pytest.fixture
+def candidate_engine(engine_pair: Any) -> Any:
+    """The candidate engine alone (direct, uncached calls)."""
+    return engine_pair.candidate
+
+
+@pytest.fixture
+def parity_results(engine_pair: Any) -> list:
+    """Every declared request's PairResult (each engine ran them as one batch)."""
+    return engine_pair.results()
+
+
+def _report_doc(config: pytest.Config) -> Optional[dict]:
+    from .report import SCHEMA_VERSION, build_steps, overall_verdict
+
+    ps = config.stash.get(_SESSION, None)
+    if ps is None:
+        return None
+    checks = list(config.stash[_CHECKS]) + list(ps.checks)
+    steps = build_steps(checks)
+    verdict, reason = overall_verdict(steps)
+    prompts = []
+    for key, req in ps.requests.items():
+        if key in ps.results["candidate"] and key in ps.results["reference"]:
+            res = ps.result(req)
+            d = res.to_dict()
+            d["explain"] = "" if res.comparison.exact else res.explain()
+            prompts.append(d)
+    try:
+        from .fingerprint import machine_fingerprint
+
+        env = machine_fingerprint()
+    except Exception as exc:  # the report must still be written
+        env = {"error": f"fingerprint failed: {exc}"}
+    cfg = ps.cfg
+    n = len(prompts)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "verdict": verdict,
+        "reason": reason,
+        "steps": [s.to_dict() for s in steps],
+        "engines": [ps.reference.describe(), ps.candidate.describe()],
+        "environment": env,
+        "settings": {"min_equivalence": cfg.min_equivalence, "confidence": cfg.confidence,
+                     "similarity": cfg.similarity, "top_k": cfg.top_k, "noise_floor": cfg.noise_floor,
+                     "prompts_file": cfg.prompts, "sample": cfg.sample, "seed": cfg.seed},
+        "summary": {"prompts": n, "exact": sum(p["comparison"]["exact"] for p in prompts),
+                    "equivalent": sum(p["comparison"]["equivalent"] for p in prompts),
+                    "noise_floor": ps.noise_floor, "single_calls": ps.single_calls,
+                    "similarity_seconds": ps.timings["similarity_s"]},
+        "prompts": prompts,
+    }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    ps = config.stash.get(_SESSION, None)
+    if ps is None:
+        return
+    try:
+        doc = _report_doc(config)
+        config.stash[_DOC] = doc
+        cfg: ParityConfig = config.stash[_CFG]
+        if doc is not None:
+            from .report import write_html, write_json
+
+            if cfg.report:
+                write_json(cfg.report, doc)
+            if cfg.html:
+                write_html(cfg.html, doc)
+            if doc["verdict"] == "fail" and any(s["verdict"] == "fail" for s in doc["steps"]) \
+                    and session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        ps.close()
+
+
+_DOC = pytest.StashKey[Optional[dict]]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    doc = config.stash.get(_DOC, None)
+    if doc is None:
+        return
+    tr = terminalreporter
+    tr.section("engine parity")
+    ref, cand = doc["engines"]
+    tr.write_line(f"reference: {ref['name']}   candidate: {cand['name']}")
+    sm = doc["summary"]
+    tr.write_line(f"prompts: {sm['prompts']}, exact: {sm['exact']}, equivalent: {sm['equivalent']}"
+                  + "".join(f", {r} noise floor {d['n_exact']}/{d['n']}" for r, d in sm["noise_floor"].items()))
+    for s_doc, line in zip([None] + doc["steps"], _table(doc)):
+        tr.write_line(line, red=bool(s_doc and s_doc["verdict"] == "fail"),
+                      green=bool(s_doc and s_doc["verdict"] == "pass"))
+
+
+def _table(doc: dict) -> list[str]:
+    from .report import terminal_lines
+
+    class _S:  # adapt the JSON rows to the table renderer
+        def __init__(self, d: dict):
+            self.step, self.verdict = d["step"], d["verdict"].upper()
+            self.passed, self.failed, self.worst = d["passed"], d["failed"], d["worst"]
+
+    return terminal_lines([_S(s) for s in doc["steps"]], (doc["verdict"], doc["reason"]))  # type: ignore[arg-type]

@@ -1,0 +1,263 @@
+"""The parity session: owns the two engines, the batched results, the comparisons and the checks.
+
+Plain object, no pytest import: the plugin creates one per pytest session and hands it to the
+fixtures. Engines start lazily, once. Every request the suite declared (parametrized requests,
+prompt files) is sent to each engine as ONE batch the first time any result is needed; tests then
+read cached results. A request built at run time falls back to a single call.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from .compare import EquivalencePolicy, PairComparison, compare_pair, render_divergence, self_consistency
+from .config import EMBEDDED, ParityConfig
+from .engines.base import EngineSpec
+from .types import Completion, EngineInfo, GenerationRequest
+from .workerclient import EngineError, EngineWorker
+
+__all__ = ["ParitySession", "PairResult", "ParityMismatch", "Check", "EngineHandle"]
+
+
+class ParityMismatch(AssertionError):
+    """A parity assertion failed; the message explains itself (prompt, aligned outputs, logprobs)."""
+
+
+@dataclass
+class Check:
+    """One named check with its verdict, in one migration step."""
+
+    step: Optional[str]
+    name: str
+    verdict: str  # "pass" | "fail" | "skip" | "error" | "warn" | "inconclusive"
+    detail: str = ""
+    numbers: dict = field(default_factory=dict)
+    nodeid: Optional[str] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "verdict": self.verdict, "detail": self.detail,
+                "numbers": self.numbers, "nodeid": self.nodeid}
+
+
+@dataclass
+class PairResult:
+    request: GenerationRequest
+    reference: Completion
+    candidate: Completion
+    comparison: PairComparison
+    ref_name: str
+    cand_name: str
+
+    @property
+    def equivalent(self) -> bool:
+        return self.comparison.equivalent
+
+    @property
+    def exact(self) -> bool:
+        return self.comparison.exact
+
+    def explain(self, color: bool = False) -> str:
+        return "\n".join(render_divergence(self.request.label(), self.reference, self.candidate,
+                                           self.comparison, self.ref_name, self.cand_name, color=color))
+
+    def assert_equivalent(self) -> "PairResult":
+        if not self.comparison.equivalent:
+            raise ParityMismatch(self.explain())
+        return self
+
+    def assert_exact(self) -> "PairResult":
+        if not self.comparison.exact:
+            raise ParityMismatch("expected an exact token match\n" + self.explain())
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.request.label(), "key": self.request.key(), "request": self.request.to_dict(),
+                "reference": self.reference.to_dict(), "candidate": self.candidate.to_dict(),
+                "comparison": self.comparison.to_dict()}
+
+
+class EngineHandle:
+    """One side of the pair: starts its worker on first use, remembers its batch timings."""
+
+    def __init__(self, role: str, spec: EngineSpec, log_dir: Optional[str], notify: Callable[[str], None]):
+        self.role = role
+        self.spec = spec
+        self.name = spec.label
+        self._log_dir = log_dir
+        self._notify = notify
+        self.worker: Optional[EngineWorker] = None
+        self.error: Optional[EngineError] = None
+        self.starts = 0
+        self.batches: list[dict[str, Any]] = []  # one entry per generate() call
+
+    @property
+    def info(self) -> Optional[EngineInfo]:
+        return self.worker.info if self.worker else None
+
+    def ensure_started(self) -> EngineWorker:
+        if self.error is not None:
+            raise self.error  # a dead engine fails every test that needs it, fast and loudly
+        if self.worker is None:
+            if self.spec.target == EMBEDDED:
+                from .models import embedded_model_dir
+
+                self.spec.target = str(embedded_model_dir())
+            self._notify(f"starting {self.role} engine {self.name!r} ({self.spec.kind})")
+            worker = EngineWorker(self.spec, log_dir=self._log_dir, name=self.name)
+            self.starts += 1
+            try:
+                worker.start()
+            except EngineError as exc:
+                self.error = exc
+                raise
+            self.worker = worker
+            self._notify(f"{self.role} engine {self.name!r} up in {worker.start_seconds:.1f} s: "
+                         f"{worker.info.version if worker.info else ''}")
+        return self.worker
+
+    def generate(self, requests: Sequence[GenerationRequest], label: str = "batch") -> list[Completion]:
+        worker = self.ensure_started()
+        t0 = time.perf_counter()
+        last = [0.0]
+
+        def progress(done: int, total: int, tokens: int) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= 2.0 or done == total:
+                last[0] = now
+                rate = tokens / max(now - t0, 1e-9)
+                self._notify(f"{self.name}: {label} {done}/{total} requests, {tokens} tokens, {rate:.0f} tok/s")
+
+        try:
+            out = worker.generate(list(requests), progress)
+        except EngineError as exc:
+            self.error = exc
+            raise
+        wall = time.perf_counter() - t0
+        self.batches.append({"label": label, "requests": len(requests), "wall_s": wall,
+                             "output_tokens": sum(len(c.token_ids) for c in out)})
+        return out
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+
+    def describe(self) -> dict[str, Any]:
+        w = self.worker
+        return {
+            "role": self.role, "name": self.name, "spec": self.spec.public_dict(),
+            "info": w.info.to_dict() if w and w.info else None,
+            "starts": self.starts, "start_seconds": w.start_seconds if w else None,
+            "peak_rss_bytes": w.peak_rss_bytes if w else None,
+            "batches": self.batches, "error": str(self.error) if self.error else None,
+        }
+
+
+class ParitySession:
+    def __init__(self, cfg: ParityConfig, log_dir: Optional[str] = None,
+                 notify: Optional[Callable[[str], None]] = None):
+        assert cfg.engine_pair is not None
+        self.cfg = cfg
+        self._notify = notify or (lambda msg: None)
+        ref, cand = cfg.engine_pair
+        self.reference = EngineHandle("reference", ref, log_dir, self._notify)
+        self.candidate = EngineHandle("candidate", cand, log_dir, self._notify)
+        self.policy = EquivalencePolicy(similarity_threshold=cfg.similarity, top_k=cfg.top_k)
+        self.requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
+        self.results: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
+        self.self_runs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
+        self.similarity: dict[str, Optional[float]] = {}
+        self.checks: list[Check] = []
+        self.noise_floor: dict[str, Any] = {}
+        self.timings: dict[str, float] = {"similarity_s": 0.0}
+        self._scorer: Any = None
+        self.single_calls = 0
+
+    # -- requests ----------------------------------------------------------------------------
+    def register(self, requests: Iterable[GenerationRequest]) -> None:
+        for r in requests:
+            self.requests.setdefault(r.key(), r)
+
+    def _pending(self) -> list[GenerationRequest]:
+        return [r for k, r in self.requests.items() if k not in self.results["candidate"]]
+
+    def run_pending(self) -> None:
+        """Send every declared, not-yet-run request to each engine as one batch."""
+        pending = self._pending()
+        if not pending:
+            return
+        for handle in (self.reference, self.candidate):
+            outs = handle.generate(pending, label="suite batch")
+            for r, c in zip(pending, outs):
+                self.results[handle.role][r.key()] = c
+        if self.cfg.noise_floor and len(pending) >= 2:
+            self._self_runs(pending)
+        self._score(pending)
+
+    def _self_runs(self, pending: list[GenerationRequest]) -> None:
+        """Each engine against itself: shuffled order, split in two calls (a different batch)."""
+        order = list(pending)
+        random.Random(self.cfg.seed + 1).shuffle(order)
+        half = max(1, len(order) // 2)
+        for handle in (self.reference, self.candidate):
+            outs: list[Completion] = []
+            for part in (order[:half], order[half:]):
+                if part:
+                    outs.extend(handle.generate(part, label="noise-floor batch"))
+            for r, c in zip(order, outs):
+                self.self_runs[handle.role][r.key()] = c
+        self._update_noise_floor()
+
+    def _update_noise_floor(self) -> None:
+        for role in ("reference", "candidate"):
+            keys = [k for k in self.requests if k in self.self_runs[role]]
+            if keys:
+                sc = self_consistency([self.results[role][k] for k in keys], [self.self_runs[role][k] for k in keys])
+                self.noise_floor[role] = sc.to_dict()
+
+    def _score(self, requests: list[GenerationRequest]) -> None:
+        pairs, keys = [], []
+        for r in requests:
+            k = r.key()
+            a, b = self.results["reference"][k], self.results["candidate"][k]
+            if a.ok and b.ok and list(a.token_ids) != list(b.token_ids):
+                pairs.append((a.text, b.text))
+                keys.append(k)
+            else:
+                self.similarity[k] = 1.0 if (a.ok and b.ok and a.text == b.text) else None
+        if pairs:
+            t0 = time.perf_counter()
+            if self._scorer is None:
+                from .semantic import SemanticScorer
+
+                self._scorer = SemanticScorer()
+            for k, s in zip(keys, self._scorer.similarities(pairs)):
+                self.similarity[k] = float(s)
+            self.timings["similarity_s"] += time.perf_counter() - t0
+
+    # -- results -----------------------------------------------------------------------------
+    def result(self, request: GenerationRequest, policy: Optional[EquivalencePolicy] = None) -> PairResult:
+        k = request.key()
+        if k not in self.requests:
+            self.single_calls += 1  # built at run time: one call, not part of the suite batch
+            self.register([request])
+        self.run_pending()
+        ref, cand = self.results["reference"][k], self.results["candidate"][k]
+        comp = compare_pair(ref, cand, self.similarity.get(k), policy or self.policy)
+        return PairResult(request, ref, cand, comp, self.reference.name, self.candidate.name)
+
+    def all_results(self, policy: Optional[EquivalencePolicy] = None) -> list[PairResult]:
+        self.run_pending()
+        return [self.result(r, policy) for r in self.requests.values()]
+
+    def record(self, check: Check) -> None:
+        self.checks.append(check)
+
+    def close(self) -> None:
+        for h in (self.candidate, self.reference):
+            try:
+                h.close()
+            except Exception:  # closing must never mask the run's own outcome
+                pass
