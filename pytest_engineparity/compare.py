@@ -403,7 +403,7 @@ def compare_pair(ref: Completion, cand: Completion, similarity: Optional[float],
     if lp.failures:
         fork_part = lp.reason
     elif div is None:
-        fork_part = "same tokens, text differs"
+        fork_part = "same tokens, text differs" if ref.token_ids else "texts differ (no token ids)"
     elif not lp.available:
         fork_part = f"fork at token {div}, no logprob check ({lp.reason}"
         fork_part += "; required)" if policy.require_logprobs_close else ")"

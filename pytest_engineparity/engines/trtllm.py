@@ -1,0 +1,550 @@
+"""TensorRT-LLM adapter, in process, through TensorRT-LLM's LLM API.
+
+Follows shared/engines/TENSORRT_LLM.md, the API surface this project relies on:
+
+- A directory whose config.json has both ``pretrained_config`` and ``build_config`` is a prebuilt
+  engine: it is loaded with ``tensorrt_llm._tensorrt_engine.LLM(model=engine_dir,
+  tokenizer=...)``, with ``gather_generation_logits=True`` when the engine was built with it (the
+  TensorRT backend needs it for logprobs). Any other directory is a Hugging Face checkpoint for
+  ``tensorrt_llm.LLM`` (the PyTorch backend).
+- ``spec.args`` are LlmArgs kwargs; ``kv_cache_config`` / ``build_config`` given as tables are
+  turned into ``tensorrt_llm.llmapi.KvCacheConfig`` / ``BuildConfig``.
+- The batch runs through ``generate_async(prompt, sampling_params, streaming=True)``, all requests
+  at once on one event loop, so every output token gets a timestamp (``Timings.source`` is
+  ``"engine-stream"``).
+- A request the engine rejects (the over-length ``ValueError``, ``RequestError``) becomes that
+  request's ``Completion.error``; the rest of the batch still runs. ``max_tokens`` clamped by the
+  engine (``finish_reason="length"`` before ``max_tokens``) is recorded in ``Completion.warnings``.
+
+Every call into ``tensorrt_llm`` is in ``_TensorRTLLMAPI`` at the end of this file. Nothing heavy is
+imported at module level: ``validate`` runs in the pytest process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Sequence
+
+from ..enginedir import EngineDirError, EngineDirInfo, inspect_engine_dir
+from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
+from .base import EngineSpec, EngineSpecError, ProgressFn
+
+__all__ = ["TRTLLMEngine"]
+
+ENGINE_LLM = "tensorrt_llm._tensorrt_engine.LLM"
+PYTORCH_LLM = "tensorrt_llm.LLM"
+
+# GenerationRequest field -> the SamplingParams keyword it needs (checked against the installed
+# tensorrt_llm, whose SamplingParams differs between versions).
+_CORE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+@dataclass(frozen=True)
+class _Target:
+    path: Path
+    engine: Optional[EngineDirInfo]  # None: a Hugging Face checkpoint
+
+    @property
+    def is_engine(self) -> bool:
+        return self.engine is not None
+
+
+def _classify(spec: EngineSpec) -> _Target:
+    """Engine dir or checkpoint dir; EngineSpecError naming the path for anything else."""
+    label = spec.label
+    if not spec.target:
+        raise EngineSpecError(
+            f"engine {label!r}: kind 'trtllm' needs target = a TensorRT-LLM engine directory"
+            " (trtllm-build output) or a Hugging Face checkpoint directory"
+        )
+    path = Path(spec.target).expanduser()
+    if not path.exists():
+        raise EngineSpecError(
+            f"engine {label!r}: target {str(path)!r} does not exist (expected a TensorRT-LLM engine"
+            " directory or a Hugging Face checkpoint directory)"
+        )
+    if not path.is_dir():
+        raise EngineSpecError(f"engine {label!r}: target {str(path)!r} is not a directory")
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise EngineSpecError(
+            f"engine {label!r}: {str(path)!r} has no config.json, so it is neither a TensorRT-LLM"
+            " engine directory nor a Hugging Face checkpoint"
+        )
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EngineSpecError(f"engine {label!r}: cannot read {str(cfg)!r}: {exc}") from None
+    if not isinstance(data, dict):
+        raise EngineSpecError(f"engine {label!r}: {str(cfg)!r} does not hold a JSON object")
+    has = [k for k in ("pretrained_config", "build_config") if k in data]
+    if not has:
+        return _Target(path, None)
+    try:
+        info = inspect_engine_dir(path)
+    except EngineDirError as exc:
+        raise EngineSpecError(f"engine {label!r}: {exc}") from None
+    if info.missing_rank_files:
+        raise EngineSpecError(
+            f"engine {label!r}: engine directory {str(path)!r} lacks {', '.join(info.missing_rank_files)}"
+            f" (its config.json says world_size={info.world_size})"
+        )
+    return _Target(path, info)
+
+
+def _tokenizer_dir(spec: EngineSpec, target: _Target) -> Path:
+    if spec.tokenizer:
+        tok = Path(spec.tokenizer).expanduser()
+        if not tok.is_dir():
+            raise EngineSpecError(
+                f"engine {spec.label!r}: tokenizer {str(tok)!r} is not a directory (give the Hugging Face"
+                " checkpoint or tokenizer directory the engine was built from)"
+            )
+        return tok
+    if target.engine is not None and not target.engine.has_tokenizer:
+        raise EngineSpecError(
+            f"engine {spec.label!r}: engine directory {str(target.path)!r} has no tokenizer files"
+            f" ({', '.join(_TOKENIZER_FILES)}); set tokenizer to the Hugging Face checkpoint it was built from"
+        )
+    return target.path
+
+
+class TRTLLMEngine:
+    """TensorRT-LLM through its in-process LLM API (TensorRT engine dir or PyTorch checkpoint)."""
+
+    kind: ClassVar[str] = "trtllm"
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        self._api: Optional[_TensorRTLLMAPI] = None
+        self._llm: Any = None
+        self._tokenizer: Any = None
+        self._target: Optional[_Target] = None
+        self._logprobs_available = False
+        self._max_seq_len: Optional[int] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+
+    # -- Engine protocol ---------------------------------------------------------------------
+    @classmethod
+    def validate(cls, spec: EngineSpec) -> None:
+        """Cheap checks in the pytest process: target and tokenizer exist, engine dir is whole."""
+        target = _classify(spec)
+        _tokenizer_dir(spec, target)
+        if not isinstance(spec.args, dict) or not all(isinstance(k, str) for k in spec.args):
+            raise EngineSpecError(f"engine {spec.label!r}: args must be a table of LLM keyword arguments")
+
+    def start(self) -> EngineInfo:
+        spec = self.spec
+        target = _classify(spec)
+        tok_dir = _tokenizer_dir(spec, target)
+        self._target = target
+        api = _TensorRTLLMAPI.load(spec.label)
+        self._api = api
+
+        from transformers import AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        args = dict(spec.args)
+        warnings: list[str] = []
+        if target.engine is not None:
+            eng = target.engine
+            # the TensorRT backend computes logprobs from generation logits; only an engine built
+            # with gather_generation_logits can return them
+            if eng.gather_generation_logits:
+                args.setdefault("gather_generation_logits", True)
+            self._logprobs_available = bool(args.get("gather_generation_logits"))
+            self._max_seq_len = eng.max_seq_len
+            if eng.builder_version and eng.builder_version != api.version:
+                warnings.append(
+                    f"engine built by tensorrt_llm {eng.builder_version}, running under {api.version}:"
+                    " TensorRT-LLM does not check this; rebuild if loading fails"
+                )
+            limits = EngineLimits(max_model_len=eng.max_seq_len, max_input_len=eng.max_input_len,
+                                  max_batch_size=eng.max_batch_size)
+        else:
+            self._logprobs_available = True
+            self._max_seq_len = _int_or_none(args.get("max_seq_len"))
+            limits = EngineLimits(max_model_len=self._max_seq_len,
+                                  max_batch_size=_int_or_none(args.get("max_batch_size")))
+
+        self._llm = api.create_llm(spec.label, engine=target.is_engine, model=str(target.path),
+                                   tokenizer=str(tok_dir), args=args)
+        self._loop = asyncio.new_event_loop()
+
+        details: dict[str, Any] = {
+            "backend": "tensorrt" if target.is_engine else "pytorch",
+            "llm_class": ENGINE_LLM if target.is_engine else PYTORCH_LLM,
+            "tokenizer": str(tok_dir),
+            "python": sys.executable,
+            "logprobs_available": self._logprobs_available,
+            "gather_generation_logits": bool(args.get("gather_generation_logits", False)),
+            "args": sorted(spec.args),
+        }
+        if target.engine is not None:
+            eng = target.engine
+            details.update({
+                "dtype": eng.dtype, "architecture": eng.architecture,
+                "tp_size": eng.tp_size, "pp_size": eng.pp_size, "world_size": eng.world_size,
+                "quant_algo": eng.quant_algo, "kv_cache_quant_algo": eng.kv_cache_quant_algo,
+                "engine_builder_version": eng.builder_version,
+                "max_num_tokens": eng.max_num_tokens, "max_beam_width": eng.max_beam_width,
+                "engine_bytes": eng.engine_bytes,
+            })
+        else:
+            details.update({
+                "dtype": str(args.get("dtype", "auto")) if args.get("dtype") else _checkpoint_dtype(target.path),
+                "tp_size": int(args.get("tensor_parallel_size", 1)),
+                "max_num_tokens": _int_or_none(args.get("max_num_tokens")),
+            })
+        if warnings:
+            details["warnings"] = warnings
+        return EngineInfo(kind=self.kind, model=str(spec.target), version=api.version,
+                          limits=limits, details=details)
+
+    def generate(self, requests: Sequence[GenerationRequest],
+                 progress: Optional[ProgressFn] = None) -> list[Completion]:
+        if self._llm is None or self._loop is None:
+            raise RuntimeError(f"engine {self.spec.label!r} is not started")
+        if not requests:
+            return []
+        return self._loop.run_until_complete(self._generate_all(list(requests), progress))
+
+    def tokenize(self, text: str) -> list[int]:
+        if self._tokenizer is None:
+            raise RuntimeError(f"engine {self.spec.label!r} is not started")
+        return [int(t) for t in self._tokenizer.encode(text, add_special_tokens=False)]
+
+    def close(self) -> None:
+        llm, self._llm = self._llm, None
+        try:
+            if llm is not None and self._api is not None:
+                self._api.shutdown(llm)
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
+
+    # -- generation --------------------------------------------------------------------------
+    async def _generate_all(self, requests: list[GenerationRequest],
+                            progress: Optional[ProgressFn]) -> list[Completion]:
+        state = {"done": 0, "tokens": 0}
+        total = len(requests)
+
+        def report(new_tokens: int, finished: bool) -> None:
+            state["tokens"] += new_tokens
+            if finished:
+                state["done"] += 1
+            if progress is not None:
+                progress(state["done"], total, state["tokens"])
+
+        results = await asyncio.gather(*(self._one(r, report) for r in requests), return_exceptions=True)
+        for r in results:  # anything not mapped to a per-request error is a bug: raise it
+            if isinstance(r, BaseException):
+                raise r
+        return list(results)  # type: ignore[arg-type]
+
+    def _prompt(self, request: GenerationRequest) -> tuple[Any, bool]:
+        """(prompt for generate_async, add_special_tokens)."""
+        if request.messages is not None:
+            text = self._tokenizer.apply_chat_template(
+                [dict(m) for m in request.messages], tokenize=False, add_generation_prompt=True)
+            return text, False  # the template already holds every special token
+        if request.prompt_token_ids is not None:
+            return [int(t) for t in request.prompt_token_ids], True
+        return request.prompt, True
+
+    def _local_prompt_len(self, prompt: Any, add_special: bool, request: GenerationRequest) -> Optional[int]:
+        try:
+            n = len(prompt) if isinstance(prompt, list) else len(
+                self._tokenizer.encode(prompt, add_special_tokens=add_special))
+        except Exception:
+            return None
+        if request.truncate_prompt_tokens is not None:
+            n = min(n, request.truncate_prompt_tokens)
+        return n
+
+    async def _one(self, request: GenerationRequest, report: Any) -> Completion:
+        assert self._api is not None
+        api = self._api
+        prompt, add_special = self._prompt(request)
+        logprobs_k = request.logprobs if self._logprobs_available else None
+        kwargs = sampling_kwargs(request, add_special_tokens=add_special, logprobs=logprobs_k)
+        unsupported = api.unsupported_sampling_params(kwargs)
+        if unsupported:
+            report(0, True)
+            return Completion.failed(
+                f"tensorrt_llm {api.version}: SamplingParams has no {', '.join(repr(k) for k in unsupported)}"
+                f" (needed by this request); upgrade tensorrt_llm or drop the field",
+                "UnsupportedParameter", self._local_prompt_len(prompt, add_special, request))
+        times: list[float] = []
+        seen = 0
+        final: Any = None
+        t0 = time.perf_counter()
+        try:
+            sampling_params = api.sampling_params(kwargs)
+            async for partial in api.stream(self._llm, prompt, sampling_params):
+                now = time.perf_counter() - t0
+                n = len(api.first_output(partial).token_ids)
+                if n > seen:
+                    times.extend([now] * (n - seen))
+                    report(n - seen, False)
+                    seen = n
+                final = partial
+        except Exception as exc:
+            if not api.is_request_rejection(exc):
+                raise
+            report(0, True)
+            return Completion.failed(str(exc), type(exc).__name__,
+                                     self._local_prompt_len(prompt, add_special, request))
+        e2e = time.perf_counter() - t0
+        report(0, True)
+        if final is None:
+            return Completion.failed("tensorrt_llm returned no output for the request", "EmptyResult",
+                                     self._local_prompt_len(prompt, add_special, request))
+        return self._completion(request, final, api, Timings(
+            ttft=times[0] if times else None, e2e=e2e, token_times=None, source="engine-stream"), times)
+
+    def _completion(self, request: GenerationRequest, final: Any, api: "_TensorRTLLMAPI",
+                    timings: Timings, times: list[float]) -> Completion:
+        out = api.first_output(final)
+        ids = [int(t) for t in out.token_ids]
+        timings.token_times = times[:len(ids)]
+        if not ids:
+            timings.ttft = None
+        prompt_len = len(final.prompt_token_ids) if final.prompt_token_ids is not None else None
+        warnings: list[str] = []
+        logprobs: Optional[list[TokenLogprobs]] = None
+        if request.logprobs is not None:
+            if not self._logprobs_available:
+                warnings.append(
+                    f"logprobs not available: engine {self.spec.target} was built without"
+                    " gather_generation_logits (rebuild with --gather_generation_logits)")
+            elif out.logprobs is not None:
+                logprobs = map_logprobs(out.logprobs, ids, request.logprobs, self._decode_one)
+        if out.finish_reason == "length" and len(ids) < request.max_tokens:
+            room = ""
+            if self._max_seq_len is not None and prompt_len is not None:
+                room = f" (prompt {prompt_len} tokens, max_seq_len {self._max_seq_len})"
+            warnings.append(
+                f"max_tokens {request.max_tokens} clamped by the engine: produced {len(ids)} tokens{room}")
+        return Completion(
+            text=str(out.text or ""),
+            token_ids=ids,
+            token_texts=[self._decode_one(t) for t in ids],
+            finish_reason=out.finish_reason,
+            stop_reason=out.stop_reason,
+            logprobs=logprobs,
+            prompt_token_count=prompt_len,
+            timings=timings,
+            warnings=warnings,
+        )
+
+    def _decode_one(self, token_id: int) -> str:
+        return str(self._tokenizer.decode([int(token_id)]))
+
+
+# -- pure mapping (no tensorrt_llm) -------------------------------------------------------------
+
+
+def sampling_kwargs(request: GenerationRequest, add_special_tokens: bool = True,
+                    logprobs: Optional[int] = None) -> dict[str, Any]:
+    """SamplingParams keyword arguments for ``request`` (TENSORRT_LLM.md, "SamplingParams").
+
+    Greedy requests leave temperature, top_p and top_k unset (None), which is TensorRT-LLM's
+    greedy mode; fields at their neutral value are left out so older versions still accept the
+    rest. ``logprobs`` is the number of top logprobs to ask for (None: none).
+    """
+    kw: dict[str, Any] = {"max_tokens": request.max_tokens}
+    if not request.greedy:
+        kw["temperature"] = request.temperature
+        kw["top_p"] = request.top_p
+        kw["top_k"] = request.top_k if request.top_k > 0 else None  # None: all tokens
+    if request.seed is not None:
+        kw["seed"] = request.seed
+    if request.stop:
+        kw["stop"] = list(request.stop)
+    if request.stop_token_ids:
+        kw["stop_token_ids"] = list(request.stop_token_ids)
+    if request.include_stop_str_in_output:
+        kw["include_stop_str_in_output"] = True
+    if request.ignore_eos:
+        kw["ignore_eos"] = True
+    if request.min_tokens:
+        kw["min_tokens"] = request.min_tokens
+    if logprobs is not None:
+        kw["logprobs"] = logprobs
+    if request.truncate_prompt_tokens is not None:
+        kw["truncate_prompt_tokens"] = request.truncate_prompt_tokens
+    if not add_special_tokens:
+        kw["add_special_tokens"] = False
+    return kw
+
+
+def map_logprobs(entries: Sequence[Any], token_ids: Sequence[int], k: int,
+                 decode: Any = None) -> list[TokenLogprobs]:
+    """TensorRT-LLM's ``CompletionOutput.logprobs`` as TokenLogprobs, one per output token.
+
+    Two shapes exist (TENSORRT_LLM.md, "Outputs"): a list of ``{token_id: Logprob(logprob, rank)}``
+    (the sampled token plus the top-k), or a list of floats (the sampled token's logprob only).
+    ``top`` keeps the entries ranked within ``k``.
+    """
+    out: list[TokenLogprobs] = []
+    for pos, tid in enumerate(token_ids):
+        if pos >= len(entries):
+            break
+        entry = entries[pos]
+        if isinstance(entry, dict):
+            top: dict[int, float] = {}
+            sampled: Optional[float] = None
+            for key, value in entry.items():
+                lp = float(getattr(value, "logprob", value))
+                rank = getattr(value, "rank", None)
+                if int(key) == int(tid):
+                    sampled = lp
+                if rank is None or int(rank) <= k:
+                    top[int(key)] = lp
+            decoded = {t: decode(t) for t in top} if decode is not None else {}
+            out.append(TokenLogprobs(int(tid), sampled, top, decoded))
+        else:
+            out.append(TokenLogprobs(int(tid), float(entry)))
+    return out
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    return int(value) if value is not None else None
+
+
+def _checkpoint_dtype(path: Path) -> Optional[str]:
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = cfg.get("dtype") or cfg.get("torch_dtype")
+    return str(value) if value is not None else None
+
+
+# -- every call into tensorrt_llm ---------------------------------------------------------------
+
+
+class _TensorRTLLMAPI:
+    """The only code that touches ``tensorrt_llm`` (TENSORRT_LLM.md lists what it may use)."""
+
+    def __init__(self, module: Any, label: str) -> None:
+        self.module = module
+        self.label = label
+        self.version = str(getattr(module, "__version__", "unknown"))
+        SamplingParams = getattr(module, "SamplingParams", None)
+        if SamplingParams is None:
+            raise EngineSpecError(f"engine {label!r}: tensorrt_llm {self.version} has no SamplingParams;"
+                                  " this adapter needs tensorrt_llm >= 1.0")
+        try:
+            from tensorrt_llm.executor.utils import RequestError
+        except ImportError as exc:
+            raise EngineSpecError(f"engine {label!r}: tensorrt_llm {self.version} has no"
+                                  f" tensorrt_llm.executor.utils.RequestError ({exc})") from None
+        self.SamplingParams = SamplingParams
+        self.RequestError = RequestError
+        try:
+            self.sampling_fields = frozenset(inspect.signature(SamplingParams).parameters)
+        except (TypeError, ValueError):
+            self.sampling_fields = frozenset()
+        missing = [p for p in _CORE_PARAMS if p not in self.sampling_fields]
+        if missing:
+            raise EngineSpecError(
+                f"engine {label!r}: tensorrt_llm {self.version} (at {getattr(module, '__file__', '?')}) has a"
+                f" SamplingParams without {', '.join(missing)}; this adapter needs tensorrt_llm >= 1.0"
+            )
+
+    @classmethod
+    def load(cls, label: str) -> "_TensorRTLLMAPI":
+        try:
+            import tensorrt_llm
+        except ImportError as exc:
+            raise EngineSpecError(
+                f"engine {label!r}: tensorrt_llm is not importable by {sys.executable} ({exc}); install"
+                " it (pip install --extra-index-url https://pypi.nvidia.com tensorrt-llm) or point"
+                " the engine's python at the venv that has it"
+            ) from exc
+        return cls(tensorrt_llm, label)
+
+    def _llm_class(self, engine: bool) -> Any:
+        if engine:
+            from tensorrt_llm._tensorrt_engine import LLM
+        else:
+            from tensorrt_llm import LLM
+        params = inspect.signature(LLM.generate_async).parameters
+        if "streaming" not in params:
+            raise EngineSpecError(
+                f"engine {self.label!r}: tensorrt_llm {self.version}: {ENGINE_LLM if engine else PYTORCH_LLM}"
+                ".generate_async has no 'streaming' parameter; this adapter needs tensorrt_llm >= 1.0"
+            )
+        return LLM
+
+    def _convert_args(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Tables from a TOML/JSON spec become the config objects LlmArgs expects."""
+        out = dict(args)
+        for key, name in (("kv_cache_config", "KvCacheConfig"), ("build_config", "BuildConfig")):
+            if isinstance(out.get(key), dict):
+                from tensorrt_llm import llmapi
+
+                try:
+                    out[key] = getattr(llmapi, name)(**out[key])
+                except (TypeError, ValueError) as exc:
+                    raise EngineSpecError(
+                        f"engine {self.label!r}: args.{key} is not a valid tensorrt_llm.llmapi.{name}"
+                        f" for tensorrt_llm {self.version}: {exc}") from None
+        return out
+
+    def create_llm(self, label: str, engine: bool, model: str, tokenizer: str, args: dict[str, Any]) -> Any:
+        LLM = self._llm_class(engine)
+        kwargs = self._convert_args(args)
+        try:
+            return LLM(model=model, tokenizer=tokenizer, **kwargs)
+        except ValueError as exc:
+            message = str(exc)
+            prefix = "LLM got invalid argument: "
+            cls_name = ENGINE_LLM if engine else PYTORCH_LLM
+            if message.startswith(prefix):
+                key = message[len(prefix):].strip()
+                raise EngineSpecError(
+                    f"engine {label!r}: {cls_name} of tensorrt_llm {self.version} has no argument {key!r}"
+                    f" (from the spec's args); remove it or check the LlmArgs of this version") from None
+            hint = ""
+            if "build_config" in kwargs and not engine:
+                hint = ("; target is a checkpoint, loaded with the PyTorch backend: build the engine"
+                        " first (trtllm-build) and point target at the engine directory")
+            raise EngineSpecError(
+                f"engine {label!r}: {cls_name} of tensorrt_llm {self.version} rejected the spec"
+                f" (model {model!r}): {message}{hint}") from None
+
+    def unsupported_sampling_params(self, kwargs: dict[str, Any]) -> list[str]:
+        if not self.sampling_fields:
+            return []
+        return [k for k in kwargs if k not in self.sampling_fields]
+
+    def sampling_params(self, kwargs: dict[str, Any]) -> Any:
+        return self.SamplingParams(**kwargs)
+
+    def stream(self, llm: Any, prompt: Any, sampling_params: Any) -> Any:
+        """Partial RequestOutputs of one request (``async for``); may raise at once."""
+        return llm.generate_async(prompt, sampling_params, streaming=True)
+
+    @staticmethod
+    def first_output(request_output: Any) -> Any:
+        return request_output.outputs[0]
+
+    def is_request_rejection(self, exc: BaseException) -> bool:
+        """Errors that belong to one request: the engine's ValueErrors (over-length, parameters it
+        refuses) and RequestError (enqueue failures)."""
+        return isinstance(exc, (ValueError, self.RequestError))
+
+    @staticmethod
+    def shutdown(llm: Any) -> None:
+        llm.shutdown()
