@@ -127,15 +127,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--sigma", type=float, default=None, metavar="S",
                    help="lognormal shape of the latencies (default 0.2; quick: 0.2)")
     p.add_argument("--max-ratio", type=float, default=1.10, metavar="R", help="allowed ratio (default 1.10)")
-    p.add_argument("--reps", type=int, default=None, metavar="N", help="experiments per cell (default 400; quick 200)")
+    p.add_argument("--reps", type=int, default=None, metavar="N", help="experiments per cell (default 400; quick 150)")
     p.add_argument("--resamples", type=int, default=None, metavar="B",
                    help="bootstrap resamples per verdict (default 2000; quick 400)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="W", help="processes (default: all cores)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="W",
+                   help="processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
 
     sigma = a.sigma if a.sigma is not None else 0.2
-    reps = a.reps or (200 if a.quick else 400)
+    reps = a.reps or (150 if a.quick else 400)
     resamples = a.resamples or (400 if a.quick else 2000)
     sizes = [100, 300, 1000] if a.quick else [50, 100, 300, 1000, 3000]
     ratios = [1.0, 1.1, 1.2]

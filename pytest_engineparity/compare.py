@@ -97,7 +97,7 @@ def _piece(c: Completion, i: int) -> Optional[str]:
         d = c.logprobs[i].decoded
         tid = int(c.token_ids[i])
         if tid in d:
-            return d[tid]
+            return str(d[tid])
     return None
 
 
@@ -111,7 +111,7 @@ def _token_text(token_id: int, position: int, *sides: Completion) -> Optional[st
         if c.logprobs is not None and position < len(c.logprobs):
             d = c.logprobs[position].decoded
             if token_id in d:
-                return d[token_id]
+                return str(d[token_id])
     return None
 
 
@@ -332,12 +332,19 @@ class EquivalencePolicy:
     similarity_threshold: float = 0.80
     top_k: Optional[int] = 5
     require_logprobs_close: bool = True
+    # A fork where each engine rates the other's token within this many nats of its own is
+    # numerical noise (bf16, batch shape, kernel order), not a behaviour change: what follows is
+    # a different but equally likely continuation, so the similarity of the tails does not
+    # decide. Set to None to always require the similarity.
+    tie_tolerance: Optional[float] = 0.30
 
     def __post_init__(self) -> None:
         if not -1.0 <= self.similarity_threshold <= 1.0:
             raise ValueError(f"similarity_threshold must be in [-1, 1], got {self.similarity_threshold!r}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k!r}")
+        if self.tie_tolerance is not None and self.tie_tolerance < 0:
+            raise ValueError(f"tie_tolerance must be >= 0 or None, got {self.tie_tolerance!r}")
 
 
 @dataclass(frozen=True)
@@ -412,10 +419,18 @@ def compare_pair(ref: Completion, cand: Completion, similarity: Optional[float],
     else:
         fork_part = f"length differs at token {div}"
     lp_pass = lp.ok or (not lp.available and not policy.require_logprobs_close)
+    f = lp.fork
+    tie = (policy.tie_tolerance is not None and lp.available and f is not None and f.near_tie
+           and f.ref_gap is not None and f.cand_gap is not None
+           and max(f.ref_gap, f.cand_gap) <= policy.tie_tolerance)
     if similarity is None:
         sim_part, sim_pass = "no similarity score", False
     else:
         sim_part, sim_pass = f"similarity {_fmt_cmp(float(similarity), thr)}", float(similarity) >= thr
+    if tie and not sim_pass and lp_pass:
+        assert f is not None and f.ref_gap is not None and f.cand_gap is not None
+        return result(False, lp, True, f"{fork_part} (gaps {f.ref_gap:.3f}/{f.cand_gap:.3f} <= "
+                      f"{policy.tie_tolerance:.2f} nats: numerical tie), {sim_part}")
     return result(False, lp, lp_pass and sim_pass, f"{fork_part}, {sim_part}")
 
 
@@ -508,6 +523,9 @@ def render_divergence(request_label: str, ref: Completion, cand: Completion,
 
     div = comparison.divergence
     rp, cp = _pieces(ref), _pieces(cand)
+    r_tok: Optional[str]
+    c_tok: Optional[str]
+    where: Optional[str]
     if div is not None and rp is not None and cp is not None:
         prefix = "".join(rp[:div])
         r_tok = rp[div] if div < len(rp) else None
@@ -574,13 +592,13 @@ def render_divergence(request_label: str, ref: Completion, cand: Completion,
             # drop unmarked alternatives from the end until the marked ones fit; "…" marks the cut
             room, cut = width - line.used, False
             while True:
-                shown = [t for t, _ in ranked_cells] + (["…"] if cut else []) + extra
+                cols = [t for t, _ in ranked_cells] + (["…"] if cut else []) + extra
                 droppable = [i for i, (_, marked) in enumerate(ranked_cells) if not marked]
-                if len("  ".join(shown)) <= room or not droppable:
+                if len("  ".join(cols)) <= room or not droppable:
                     break
                 del ranked_cells[droppable[-1]]
                 cut = True
-            lines.append(line.add("  ".join(shown)).render())
+            lines.append(line.add("  ".join(cols)).render())
         if fork.ref_gap is not None or fork.cand_gap is not None:
             def gap(name: str, g: Optional[float], own: Optional[int]) -> str:
                 if g is None:

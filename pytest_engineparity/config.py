@@ -127,6 +127,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("top_k", "--parity-top-k", "K",
            "each engine's token must be in the other's top-K logprobs up to the first divergence (default: 5)",
            _int("--parity-top-k", 1), 5),
+    Option("tie_tolerance", "--parity-tie-tolerance", "NATS",
+           "a fork where each engine rates the other's token within NATS of its own is a numerical tie "
+           "and counts as equivalent whatever follows (default: 0.30)",
+           _float("--parity-tie-tolerance", 0.0, 100.0), 0.30),
     Option("noise_floor", "--parity-noise-floor", "BOOL",
            "also run each engine against itself (shuffled order, other batch split) (default: true)",
            _bool("--parity-noise-floor"), True),
@@ -154,6 +158,7 @@ class ParityConfig:
     confidence: float = 0.95
     similarity: float = 0.80
     top_k: int = 5
+    tie_tolerance: float = 0.30
     noise_floor: bool = True
     max_tokens: int = 64
     request_timeout: float = 600.0

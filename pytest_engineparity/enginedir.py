@@ -190,7 +190,8 @@ def inspect_engine_dir(path: PathLike) -> EngineDirInfo:
             raise EngineDirError(cfg_path, f"{section}.{key} must be a string, found {value!r}")
         return value
 
-    mapping = pre.get("mapping") or {}
+    mapping = pre.get("mapping")
+    mapping = {} if mapping is None else mapping
     if not isinstance(mapping, dict):
         raise EngineDirError(cfg_path, f"pretrained_config.mapping must be an object, found {mapping!r}")
     tp = integer("pretrained_config.mapping", "tp_size", mapping.get("tp_size")) or 1
@@ -203,10 +204,12 @@ def inspect_engine_dir(path: PathLike) -> EngineDirInfo:
             f" is {tp}*{pp}*{cp}={tp * pp * cp}"
         )
 
-    quant = pre.get("quantization") or {}
+    quant = pre.get("quantization")
+    quant = {} if quant is None else quant
     if not isinstance(quant, dict):
         raise EngineDirError(cfg_path, f"pretrained_config.quantization must be an object, found {quant!r}")
-    plugin = build.get("plugin_config") or {}
+    plugin = build.get("plugin_config")
+    plugin = {} if plugin is None else plugin
     if not isinstance(plugin, dict):
         raise EngineDirError(cfg_path, f"build_config.plugin_config must be an object, found {plugin!r}")
 

@@ -224,7 +224,7 @@ def _report_doc(config: pytest.Config) -> Optional[dict]:
         "engines": [ps.reference.describe(), ps.candidate.describe()],
         "environment": env,
         "settings": {"min_equivalence": cfg.min_equivalence, "confidence": cfg.confidence,
-                     "similarity": cfg.similarity, "top_k": cfg.top_k, "noise_floor": cfg.noise_floor,
+                     "similarity": cfg.similarity, "top_k": cfg.top_k, "tie_tolerance": cfg.tie_tolerance, "noise_floor": cfg.noise_floor,
                      "prompts_file": cfg.prompts, "sample": cfg.sample, "seed": cfg.seed},
         "summary": {"prompts": n, "exact": sum(p["comparison"]["exact"] for p in prompts),
                     "equivalent": sum(p["comparison"]["equivalent"] for p in prompts),
@@ -272,9 +272,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     sm = doc["summary"]
     tr.write_line(f"prompts: {sm['prompts']}, exact: {sm['exact']}, equivalent: {sm['equivalent']}"
                   + "".join(f", {r} noise floor {d['n_exact']}/{d['n']}" for r, d in sm["noise_floor"].items()))
-    for s_doc, line in zip([None] + doc["steps"], _table(doc)):
-        tr.write_line(line, red=bool(s_doc and s_doc["verdict"] == "fail"),
-                      green=bool(s_doc and s_doc["verdict"] == "pass"))
+    verdicts = [None] + [s["verdict"] for s in doc["steps"]] + [doc["verdict"]]
+    for v, line in zip(verdicts, _table(doc)):
+        tr.write_line(line, red=v == "fail", green=v == "pass")
 
 
 def _table(doc: dict) -> list[str]:

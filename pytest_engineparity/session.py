@@ -164,7 +164,8 @@ class ParitySession:
         ref, cand = cfg.engine_pair
         self.reference = EngineHandle("reference", ref, log_dir, self._notify)
         self.candidate = EngineHandle("candidate", cand, log_dir, self._notify)
-        self.policy = EquivalencePolicy(similarity_threshold=cfg.similarity, top_k=cfg.top_k)
+        self.policy = EquivalencePolicy(similarity_threshold=cfg.similarity, top_k=cfg.top_k,
+                                        tie_tolerance=cfg.tie_tolerance)
         self.requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
         self.results: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
         self.self_runs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}

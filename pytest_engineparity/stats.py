@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import numpy as np
 from scipy import stats as _st
@@ -35,7 +35,13 @@ __all__ = [
     "percentile_ci",
     "PairedAccuracyVerdict",
     "paired_accuracy",
+    "Samples",
 ]
+
+#: latency samples in seconds: a list, tuple or 1-D numpy array
+Samples = Union[Sequence[float], "np.ndarray[Any, Any]"]
+#: per-item correctness: a list of bools or a boolean numpy array
+Outcomes = Union[Sequence[bool], "np.ndarray[Any, Any]"]
 
 
 def _check_confidence(confidence: float) -> None:
@@ -184,7 +190,7 @@ def _parse_stat(stat: str) -> Optional[float]:
     raise ValueError(f"unknown statistic {stat!r}: use 'mean', 'median' or a percentile such as 'p50', 'p99', 'p99.9'")
 
 
-def _as_samples(x: Sequence[float], what: str) -> np.ndarray:
+def _as_samples(x: Samples, what: str) -> np.ndarray:
     a = np.asarray(x, dtype=float).ravel()
     if a.size == 0:
         raise ValueError(f"{what}: no samples")
@@ -198,8 +204,8 @@ def _as_samples(x: Sequence[float], what: str) -> np.ndarray:
 def _stat_rows(x: np.ndarray, q: Optional[float]) -> np.ndarray:
     """The statistic of each row of a 2-D array (or of a 1-D array)."""
     if q is None:
-        return x.mean(axis=-1)
-    return np.quantile(x, q, axis=-1)
+        return np.asarray(x.mean(axis=-1), dtype=float)
+    return np.asarray(np.quantile(x, q, axis=-1), dtype=float)
 
 
 def _bootstrap_stat(x: np.ndarray, q: Optional[float], n_resamples: int,
@@ -234,7 +240,7 @@ class RatioCI:
         return asdict(self)
 
 
-def ratio_ci(ref_samples: Sequence[float], cand_samples: Sequence[float], stat: str = "p50",
+def ratio_ci(ref_samples: Samples, cand_samples: Samples, stat: str = "p50",
              confidence: float = 0.95, n_resamples: int = 2000, seed: Optional[int] = 0) -> RatioCI:
     """Bootstrap CI of ``stat(cand) / stat(ref)``, resampling the two samples independently.
 
@@ -322,7 +328,7 @@ def _needed_more(ci: RatioCI, max_ratio: float) -> Optional[int]:
     return max(1, math.ceil(n_now * factor) - n_now)
 
 
-def regression_verdict(ref: Sequence[float], cand: Sequence[float], stat: str = "p50",
+def regression_verdict(ref: Samples, cand: Samples, stat: str = "p50",
                        max_ratio: float = 1.10, confidence: float = 0.95,
                        min_samples: Optional[int] = None, n_resamples: int = 2000,
                        seed: Optional[int] = 0) -> RegressionVerdict:
@@ -348,8 +354,7 @@ def regression_verdict(ref: Sequence[float], cand: Sequence[float], stat: str = 
                                  more_samples_needed=more, message=msg)
 
     if min(n_ref, n_cand) < need:
-        more = need - min(n_ref, n_cand)
-        return verdict("inconclusive", None, more,
+        return verdict("inconclusive", None, need - min(n_ref, n_cand),
                        f"{stat}: too few samples ({n_ref} reference, {n_cand} candidate); "
                        f"{stat} needs at least {need} per engine")
     ci = ratio_ci(ref, cand, stat=stat, confidence=confidence, n_resamples=n_resamples, seed=seed)
@@ -398,7 +403,7 @@ class PercentileCI:
         return asdict(self)
 
 
-def percentile_ci(samples: Sequence[float], q: float, confidence: float = 0.95) -> PercentileCI:
+def percentile_ci(samples: Samples, q: float, confidence: float = 0.95) -> PercentileCI:
     """Two-sided, equal-tailed order-statistic CI for the ``q`` quantile (``q`` in (0, 1)).
 
     The count of samples below the true quantile is Binomial(n, q); the bounds are the order
@@ -416,11 +421,11 @@ def percentile_ci(samples: Sequence[float], q: float, confidence: float = 0.95) 
     a = (1.0 - confidence) / 2.0
     cdf = _st.binom.cdf(np.arange(n + 1), n, q)  # cdf[k] = P(B <= k)
     # lower: X_(r) with r - 1 = largest k where P(B <= k) <= a  (1-based rank r)
-    ks = np.nonzero(cdf <= a)[0]
-    r = int(ks[-1]) + 1 if ks.size else None
+    lows = np.nonzero(cdf <= a)[0]
+    r: Optional[int] = int(lows[-1]) + 1 if lows.size else None
     # upper: X_(s) with s - 1 = smallest k where P(B <= k) >= 1 - a, needing s <= n
-    ks = np.nonzero(cdf[:n] >= 1.0 - a)[0]
-    s = int(ks[0]) + 1 if ks.size else None
+    highs = np.nonzero(cdf[:n] >= 1.0 - a)[0]
+    s: Optional[int] = int(highs[0]) + 1 if highs.size else None
     below = float(cdf[r - 1]) if r is not None else 0.0
     above = float(cdf[s - 1]) if s is not None else 1.0
     return PercentileCI(q=q, estimate=float(np.quantile(x, q)),
@@ -514,10 +519,10 @@ def _items_needed(p_b: float, p_c: float, margin: float, alpha: float, power: fl
     za, zb = _st.norm.ppf(1 - alpha), _st.norm.ppf(power)
     v0 = _tango_null_var(p_b, p_c, margin)
     v1 = max(p_b + p_c - drop * drop, 0.0)
-    return math.ceil(((za * math.sqrt(v0) + zb * math.sqrt(v1)) / gap) ** 2)
+    return int(math.ceil(float((za * math.sqrt(v0) + zb * math.sqrt(v1)) / gap) ** 2))
 
 
-def paired_accuracy(ref_correct: Sequence[bool], cand_correct: Sequence[bool],
+def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
                     max_drop: float = 0.01, alpha: float = 0.05) -> PairedAccuracyVerdict:
     """Compare paired per-item correctness of two engines.
 
@@ -560,7 +565,9 @@ def paired_accuracy(ref_correct: Sequence[bool], cand_correct: Sequence[bool],
     else:
         power = 1.0 if max_drop * math.sqrt(n) > z_a * math.sqrt(v0) else 0.0
 
-    pct = lambda x: f"{x * 100:.1f}%"  # noqa: E731
+    def pct(x: float) -> str:
+        return f"{x * 100:.1f}%"
+
     head = (f"accuracy {pct(rc / n)} -> {pct(kc / n)} on {n} items (drop {pct(drop)}, "
             f"{(1 - 2 * alpha) * 100:g}% CI {pct(drop_low)} to {pct(drop_high)}; "
             f"{b} lost, {c} gained, McNemar p={mcnemar_p:.3g})")

@@ -285,11 +285,29 @@ def test_gpu_style_near_tie_fork_passes() -> None:
     assert isinstance(c.to_dict()["logprobs"], dict)
 
 
-def test_near_tie_fork_with_unrelated_text_fails() -> None:
+NO_TIE_RULE = EquivalencePolicy(tie_tolerance=None)
+
+
+def test_near_tie_fork_with_unrelated_text_fails_without_the_tie_rule() -> None:
     ref, cand = near_tie_pair()
-    c = compare_pair(ref, cand, similarity=0.41, policy=EquivalencePolicy())
+    c = compare_pair(ref, cand, similarity=0.41, policy=NO_TIE_RULE)
     assert not c.equivalent
     assert c.reason == "near-tie fork at token 23, similarity 0.41 < 0.80"
+
+
+def test_numerical_tie_fork_is_equivalent_whatever_follows() -> None:
+    # gaps 0.02 / 0.04 nats: each engine rates the other's pick as (almost) equally likely
+    ref, cand = near_tie_pair()
+    c = compare_pair(ref, cand, similarity=0.41, policy=EquivalencePolicy())
+    assert c.equivalent
+    assert "gaps 0.020/0.040 <= 0.30 nats: numerical tie" in c.reason
+    # ... but a tighter tolerance than the gaps makes the similarity decide again
+    assert not compare_pair(ref, cand, 0.41, EquivalencePolicy(tie_tolerance=0.03)).equivalent
+
+
+def test_tie_rule_never_rescues_a_broken_candidate() -> None:
+    ref, cand = broken_pair()
+    assert not compare_pair(ref, cand, 0.41, EquivalencePolicy(tie_tolerance=10.0)).equivalent
 
 
 def test_broken_candidate_fails_even_when_similar() -> None:
@@ -317,16 +335,16 @@ def test_missing_logprobs_follow_the_policy() -> None:
 
 def test_no_similarity_is_not_equivalent() -> None:
     ref, cand = near_tie_pair()
-    c = compare_pair(ref, cand, None)
+    c = compare_pair(ref, cand, None, NO_TIE_RULE)
     assert not c.equivalent and c.reason.endswith("no similarity score")
 
 
 def test_similarity_shown_with_enough_digits() -> None:
     ref, cand = near_tie_pair()
-    c = compare_pair(ref, cand, 0.7996, EquivalencePolicy())
+    c = compare_pair(ref, cand, 0.7996, NO_TIE_RULE)
     assert not c.equivalent
     assert c.reason.endswith("similarity 0.7996 < 0.8000")
-    assert compare_pair(ref, cand, 0.80, EquivalencePolicy()).equivalent  # the threshold itself passes
+    assert compare_pair(ref, cand, 0.80, NO_TIE_RULE).equivalent  # the threshold itself passes
 
 
 def test_same_tokens_different_text_is_not_exact() -> None:
@@ -369,7 +387,8 @@ def test_policy_validation() -> None:
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _render(ref: Completion, cand: Completion, similarity: Optional[float], **kw: object) -> tuple[PairComparison, list[str]]:
+def _render(ref: Completion, cand: Completion, similarity: Optional[float],
+            **kw: object) -> tuple[PairComparison, list[str]]:
     c = compare_pair(ref, cand, similarity)
     return c, render_divergence("Explain photosynthesis in one sentence.", ref, cand, c, "vllm", "trtllm", **kw)  # type: ignore[arg-type]
 

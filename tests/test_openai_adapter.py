@@ -513,6 +513,25 @@ def test_generic_server_without_token_ids_says_so(make_fake: Callable[..., FakeS
     assert not VLLM_ONLY_FIELDS & set(srv.posts[0].body)
 
 
+def test_a_chunk_with_several_token_ids_stamps_each_with_its_time(fake: FakeServer,
+                                                                   engine: Callable[..., OpenAIEngine]) -> None:
+    chunks = [{"choices": [{"index": 0, "text": " a b c", "token_ids": [11, 12, 13]}]},
+              {"choices": [{"index": 0, "text": " d", "token_ids": [14], "finish_reason": "stop",
+                            "stop_reason": 2}]},
+              {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}}]
+    raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    fake.actions.append(Action(raw=raw + b": keep-alive comment\n\ndata: [DONE]\n\n"))
+    eng = engine(fake.url)
+    (c,) = eng.generate([GenerationRequest(prompt="p", max_tokens=8, logprobs=None)])
+    assert_streamed_ok(c, 4)
+    assert c.token_ids == [11, 12, 13, 14] and c.text == " a b c d"
+    times = c.timings.token_times
+    assert times[0] == times[1] == times[2] == c.timings.ttft
+    assert c.timings.itl[:2] == [0.0, 0.0]
+    assert c.finish_reason == "stop" and c.stop_reason == 2 and c.prompt_token_count == 2
+    assert c.warnings == []
+
+
 def test_503_with_retry_after_is_retried_and_counted(fake: FakeServer, engine: Callable[..., OpenAIEngine]) -> None:
     fake.actions.append(Action(status=503, headers={"Retry-After": "1"}, json_body={
         "object": "error", "message": "server overloaded", "type": "ServiceUnavailable", "param": None, "code": 503}))

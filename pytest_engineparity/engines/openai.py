@@ -22,8 +22,9 @@ attempt that answered.
 
 Server flavours (``EngineInfo.details["flavor"]``):
 
-- ``vllm``: model cards ``owned_by == "vllm"`` (or carrying ``max_model_len``). Extra fields are
-  accepted, so the adapter asks for ``return_token_ids`` and exact token ids come back.
+- ``vllm``: the model card says ``owned_by == "vllm"``. Extra fields are accepted, so the adapter
+  asks for ``return_token_ids`` and exact token ids come back. ``max_model_len`` is read from the
+  card whatever the flavour.
 - ``trtllm``: ``owned_by`` mentions TensorRT, or ``GET /version`` answers on a server that is not
   vLLM. Its request models forbid unknown fields, so only fields it accepts are ever sent.
 - ``generic``: anything else; only OpenAI fields plus the extras a request really needs.
@@ -403,7 +404,9 @@ class OpenAIEngine:
         models = self._get_json(self._client, self.api + "/models", required=True)
         cards = models.get("data") if isinstance(models, dict) else None
         if not isinstance(cards, list) or not all(isinstance(c, dict) and c.get("id") for c in cards):
-            raise OpenAIServerError(f"GET {self.api}/models did not answer an OpenAI model list: {str(models)[:300]}")
+            raise OpenAIServerError(
+                f"GET {self.api}/models did not answer an OpenAI model list: {self._redact(str(models)[:300])}"
+            )
         if not cards:
             raise OpenAIServerError(f"GET {self.api}/models lists no model: the server serves nothing")
         ids = [str(c["id"]) for c in cards]
@@ -427,7 +430,7 @@ class OpenAIEngine:
 
         if self.options.flavor is not None:
             flavor, source = self.options.flavor, "args.flavor"
-        elif owned_by.lower() == "vllm" or "max_model_len" in card:
+        elif owned_by.lower() == "vllm":
             flavor, source = "vllm", f"model card owned_by={owned_by!r}"
         elif "tensorrt" in owned_by.lower() or "trtllm" in owned_by.lower():
             flavor, source = "trtllm", f"model card owned_by={owned_by!r}"
@@ -568,6 +571,9 @@ class OpenAIEngine:
                     progress(counters["done"], n, counters["tokens"])
 
             await asyncio.gather(*(one(i, r) for i, r in enumerate(reqs)))
+        missing = [i for i, c in enumerate(results) if c is None]
+        if missing:  # gather() raised otherwise; this guards the invariant the worker relies on
+            raise RuntimeError(f"no completion for request(s) {missing}")
         return [c for c in results if c is not None]
 
     def _failed(self, message: str, error_type: str, req: GenerationRequest, warnings: list[str]) -> Completion:
@@ -671,7 +677,7 @@ class OpenAIEngine:
                 f"stream from {url} broke after {len(st.token_times)} tokens: {exc or type(exc).__name__}",
                 "connection_error", req, [],
             )
-        if False:
+        if not done:
             return self._failed(
                 f"stream from {url} ended without 'data: [DONE]' after {st.events} events and"
                 f" {len(st.token_times)} tokens: the response is incomplete (server closed the connection?)",

@@ -440,7 +440,12 @@ def load_engine_weights(engine_dir: Path, hf_cfg: Any, dtype: Any) -> Any:
     plan = engine_dir / "rank0.engine"
     if not plan.is_file():
         raise RuntimeError(f"Failed to deserialize cuda engine: {plan} does not exist")
-    model = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
+    try:  # skip the random initialisation: every weight is overwritten below
+        from transformers.initialization import no_init_weights  # transformers >= 5
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights  # transformers 4.x
+    with no_init_weights():
+        model = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
     state = load_file(str(plan))
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (hf_cfg.tie_word_embeddings and k == "lm_head.weight")]
