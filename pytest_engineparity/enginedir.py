@@ -138,7 +138,8 @@ def load_engine_config(path: PathLike) -> dict[str, Any]:
         raise EngineDirError(cfg_path, f"must hold a JSON object, found {type(data).__name__}")
     missing = [k for k in ("pretrained_config", "build_config") if k not in data]
     if missing:
-        what = "a Hugging Face checkpoint config" if "model_type" in data or "architectures" in data else "something else"
+        hf = "model_type" in data or "architectures" in data
+        what = "a Hugging Face checkpoint config" if hf else "something else"
         raise EngineDirError(
             cfg_path, f"has no {' or '.join(repr(k) for k in missing)} key: not an engine directory"
             f" (this looks like {what}; an engine config has both 'pretrained_config' and 'build_config')"

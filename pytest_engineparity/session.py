@@ -223,7 +223,7 @@ class ParitySession:
         for r in requests:
             k = r.key()
             a, b = self.results["reference"][k], self.results["candidate"][k]
-            if a.ok and b.ok and list(a.token_ids) != list(b.token_ids):
+            if a.ok and b.ok and (list(a.token_ids) != list(b.token_ids) or a.text != b.text):
                 pairs.append((a.text, b.text))
                 keys.append(k)
             else:

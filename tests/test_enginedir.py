@@ -31,7 +31,9 @@ def engine_dir(tmp_path: Path, config: Any = None, ranks: tuple[int, ...] = (0,)
                raw: str | None = None) -> Path:
     root = tmp_path / name
     root.mkdir()
-    (root / "config.json").write_text(raw if raw is not None else json.dumps(config if config is not None else example()))
+    if raw is None:
+        raw = json.dumps(config if config is not None else example())
+    (root / "config.json").write_text(raw)
     for r in ranks:
         (root / f"rank{r}.engine").write_bytes(b"\0" * (1000 + r))
     return root
@@ -98,7 +100,8 @@ def _set(section: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]
     (_drop("build_config", "max_seq_len"), "missing required key(s): build_config.max_seq_len"),
     (_drop("pretrained_config", "dtype"), "missing required key(s): pretrained_config.dtype"),
     (_set("build_config", "max_input_len", None), "build_config.max_input_len"),
-    (_set("build_config", "max_seq_len", "32768"), "build_config.max_seq_len must be a positive integer, found '32768'"),
+    (_set("build_config", "max_seq_len", "32768"),
+     "build_config.max_seq_len must be a positive integer, found '32768'"),
     (_set("build_config", "max_batch_size", 0), "build_config.max_batch_size must be a positive integer, found 0"),
     (_set("pretrained_config", "architecture", 7), "pretrained_config.architecture must be a string"),
     (_set("build_config", "plugin_config", []), "build_config.plugin_config must be an object"),

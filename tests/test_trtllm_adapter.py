@@ -356,7 +356,7 @@ def test_greedy_matches_transformers(trt: Started, reference: Any) -> None:
     ]
     progress: list[tuple[int, int, int]] = []
     results = trt.engine.generate(requests, lambda d, t, n: progress.append((d, t, n)))
-    for req, c in zip(requests, results):
+    for req, c in zip(requests, results, strict=True):
         ids = reference.prompt_ids(req)
         expected = reference.greedy(ids, req.max_tokens)
         assert c.ok, c.error
@@ -409,7 +409,8 @@ def test_every_request_field_reaches_sampling_params(trtllm: Any, trt: Started, 
 
 def test_token_id_prompt_is_passed_as_ints(trtllm: Any, trt: Started) -> None:
     start = mark(trtllm)
-    [c] = trt.engine.generate([GenerationRequest(prompt_token_ids=(504, 3575, 282, 4649, 314), max_tokens=2, logprobs=None)])
+    ids = (504, 3575, 282, 4649, 314)
+    [c] = trt.engine.generate([GenerationRequest(prompt_token_ids=ids, max_tokens=2, logprobs=None)])
     (sent,) = calls_since(trtllm, start, "generate_async")
     assert sent["inputs"] == [504, 3575, 282, 4649, 314]
     assert c.ok and c.prompt_token_count == 5

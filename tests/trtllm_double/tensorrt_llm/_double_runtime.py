@@ -370,7 +370,7 @@ class _Executor:
             entry = {token: Logprob(lp, int((logprobs > logprobs[token]).sum()) + 1)}
             if sp.logprobs > 0:
                 vals, idx = torch.topk(logprobs, sp.logprobs)
-                for rank, (v, i) in enumerate(zip(vals.tolist(), idx.tolist()), start=1):
+                for rank, (v, i) in enumerate(zip(vals.tolist(), idx.tolist(), strict=True), start=1):
                     entry.setdefault(int(i), Logprob(float(v), rank))
             req.logprobs.append(entry)
         req.cumulative += lp
