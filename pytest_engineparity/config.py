@@ -92,6 +92,7 @@ class Option:
     help: str
     parse: Any
     default: Any = None
+    flag_only: bool = False  # a switch without a value on the command line
 
     @property
     def ini(self) -> str:
@@ -142,6 +143,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("start_timeout", "--parity-start-timeout", "SECONDS",
            "fail an engine that is not up after this long (default: 900)",
            _float("--parity-start-timeout", 1.0, 86400.0), 900.0),
+    Option("sla", "--parity-sla", "BOUNDS",
+           'latency bounds, e.g. "ttft_p99<=500ms,tpot_p50<=40ms,e2e_p99<=8s,throughput>=100tok/s"', _str),
+    Option("max_slowdown", "--parity-max-slowdown", "RATIO",
+           "fail when candidate/reference latency is surely above RATIO (default: 1.10)",
+           _float("--parity-max-slowdown", 1.0, 100.0), 1.10),
+    Option("latency_runs", "--parity-latency-runs", "N",
+           "repeat the latency batch N times for more samples (default: 1)", _int("--parity-latency-runs", 1), 1),
+    Option("warmup", "--parity-warmup", "N",
+           "warm-up requests per engine before latency samples, excluded from them (default: 2)",
+           _int("--parity-warmup", 0), 2),
+    Option("baseline", "--parity-baseline", "DIR",
+           "save/compare per-prompt outputs, latency and the machine fingerprint (post-driver-update check)", _str),
+    Option("baseline_update", "--parity-baseline-update", "",
+           "rewrite the baseline in --parity-baseline instead of comparing", _bool("--parity-baseline-update"),
+           False, flag_only=True),
+    Option("tasks", "--parity-tasks", "FILE.jsonl", "labelled tasks scored right/wrong on each engine", _str),
+    Option("max_quality_drop", "--parity-max-quality-drop", "POINTS",
+           "largest accuracy drop (percentage points) still 'equivalent' (default: 1)",
+           _float("--parity-max-quality-drop", 0.0, 100.0), 1.0),
 )
 
 
@@ -163,6 +183,15 @@ class ParityConfig:
     max_tokens: int = 64
     request_timeout: float = 600.0
     start_timeout: float = 900.0
+    sla: Optional[str] = None
+    sla_bounds: list = field(default_factory=list)  # parsed by latency.parse_sla
+    max_slowdown: float = 1.10
+    latency_runs: int = 1
+    warmup: int = 2
+    baseline: Optional[str] = None
+    baseline_update: bool = False
+    tasks: Optional[str] = None
+    max_quality_drop: float = 1.0
     engines: dict = field(default_factory=dict)  # named engines from the config file
     rootdir: str = "."
 
@@ -217,6 +246,12 @@ def build_config(cli: dict[str, Any], ini: dict[str, Any], table: dict[str, Any]
     if cfg.engine_config:
         engines.update(load_engine_config(cfg.engine_config, Path(rootdir)))
     cfg.engines = engines
+    if cfg.sla:
+        try:
+            from .latency import parse_sla
+        except ImportError:  # pragma: no cover - the module ships with the package
+            raise ConfigError("--parity-sla: latency checks are not available") from None
+        cfg.sla_bounds = parse_sla(cfg.sla)
     if values["engine_pair"]:
         cfg.engine_pair = parse_engine_pair(values["engine_pair"], engines)
         for spec in cfg.engine_pair:

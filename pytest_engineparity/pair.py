@@ -9,7 +9,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Optional, Sequence
 
+from .baseline import BaselineChecks
 from .compare import EquivalencePolicy
+from .latency import LatencyChecks
+from .quality import QualityChecks
+from .truncation import TruncationChecks
 from .session import Check, EngineHandle, PairResult, ParityMismatch, ParitySession
 from .stats import EquivalenceRateVerdict, equivalence_rate_verdict
 from .types import Completion, EngineInfo, GenerationRequest
@@ -42,7 +46,12 @@ class EngineView:
         return self._h.ensure_started().tokenize(text)
 
 
-class EnginePair:
+class EnginePair(LatencyChecks, TruncationChecks, QualityChecks, BaselineChecks):
+    """The pair fixture. Check families are mixins, one module each (``latency``,
+    ``truncation``, ``quality``, ``baseline``); their methods use ``self._s`` (the
+    ParitySession), ``self.reference`` / ``self.candidate`` (EngineView), ``self._record(name,
+    verdict, detail, numbers)`` and raise ``ParityMismatch`` on failure."""
+
     def __init__(self, session: ParitySession, record: Recorder, policy: Optional[EquivalencePolicy] = None,
                  properties: Optional[list] = None):
         self._s = session

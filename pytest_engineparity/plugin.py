@@ -25,8 +25,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("engineparity", "engine parity (pytest-engineparity)")
     for opt in OPTIONS:
         default = f" (ini: {opt.ini})"
-        group.addoption(opt.flag, dest="engineparity_" + opt.dest, metavar=opt.metavar, default=None,
-                        help=opt.help + default)
+        if opt.flag_only:
+            group.addoption(opt.flag, dest="engineparity_" + opt.dest, action="store_const", const=True,
+                            default=None, help=opt.help + default)
+        else:
+            group.addoption(opt.flag, dest="engineparity_" + opt.dest, metavar=opt.metavar, default=None,
+                            help=opt.help + default)
         parser.addini(opt.ini, help=opt.help, default=None)
 
 
@@ -231,6 +235,7 @@ def _report_doc(config: pytest.Config) -> Optional[dict]:
                     "noise_floor": ps.noise_floor, "single_calls": ps.single_calls,
                     "similarity_seconds": ps.timings["similarity_s"]},
         "prompts": prompts,
+        **ps.sections,
     }
 
 

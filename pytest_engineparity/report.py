@@ -20,6 +20,13 @@ __all__ = ["SCHEMA_VERSION", "StepVerdict", "build_steps", "overall_verdict", "t
            "write_json", "write_html", "atomic_write_text", "schema"]
 
 SCHEMA_VERSION = 1
+# report sections owned by check modules: JSON key -> "module:function(doc) -> html"
+SECTION_RENDERERS = {
+    "latency": "pytest_engineparity.latency:html_section",
+    "limits": "pytest_engineparity.truncation:html_section",
+    "baseline": "pytest_engineparity.baseline:html_section",
+    "quality": "pytest_engineparity.quality:html_section",
+}
 _ORDER = {"fail": 0, "error": 0, "inconclusive": 1, "warn": 2, "pass": 3, "skip": 4}
 
 
@@ -175,6 +182,13 @@ def write_html(path: str | Path, doc: dict[str, Any]) -> None:
             f"<pre>{e(p.get('explain', ''))}</pre></details>"
         )
     thr = doc.get("settings", {}).get("similarity")
+    extra = []
+    for key, path in SECTION_RENDERERS.items():
+        if doc.get(key) is not None:
+            import importlib
+
+            mod, _, fn = path.partition(":")
+            extra.append(getattr(importlib.import_module(mod), fn)(doc))
     engines = "".join(f"<li><b>{e(x['role'])}</b>: {e(x['name'])} — {e(str((x.get('info') or {}).get('version')))}</li>"
                       for x in doc.get("engines", []))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>engine parity: {e(verdict.upper())}</title>
@@ -186,6 +200,7 @@ h1.fail{{color:#b00}}h1.pass{{color:#070}}</style></head><body>
 <ul>{engines}</ul>
 <h2>Migration steps</h2><table><tr><th>step</th><th>verdict</th><th>passed</th><th>failed</th><th>worst finding</th></tr>{rows}</table>
 <h2>Similarity of forked outputs</h2>{_svg_histogram(sims, thr)}
+{''.join(extra)}
 <h2>Checks</h2><table><tr><th>step</th><th>check</th><th>verdict</th><th>detail</th></tr>{checks}</table>
 <h2>Prompts ({len(prompts)})</h2>{''.join(prompts)}
 <h2>Environment</h2><pre>{e(json.dumps(doc.get('environment', {}), indent=2, default=str))}</pre>

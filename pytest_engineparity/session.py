@@ -175,6 +175,9 @@ class ParitySession:
         self.timings: dict[str, float] = {"similarity_s": 0.0}
         self._scorer: Any = None
         self.single_calls = 0
+        # extra report sections (JSON top-level keys) filled by the check modules:
+        # "latency", "limits", "baseline", "quality"; each module renders its own HTML part
+        self.sections: dict[str, Any] = {}
 
     # -- requests ----------------------------------------------------------------------------
     def register(self, requests: Iterable[GenerationRequest]) -> None:

@@ -1,0 +1,5 @@
+"""baseline checks (being written)."""
+
+
+class BaselineChecks:
+    """Mixin for EnginePair."""

@@ -1,0 +1,5 @@
+"""latency checks (being written)."""
+
+
+class LatencyChecks:
+    """Mixin for EnginePair."""

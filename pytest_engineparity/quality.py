@@ -1,0 +1,5 @@
+"""quality checks (being written)."""
+
+
+class QualityChecks:
+    """Mixin for EnginePair."""

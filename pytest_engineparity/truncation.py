@@ -1,0 +1,5 @@
+"""truncation checks (being written)."""
+
+
+class TruncationChecks:
+    """Mixin for EnginePair."""
