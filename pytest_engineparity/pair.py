@@ -105,33 +105,39 @@ class EnginePair(LatencyChecks, TruncationChecks, QualityChecks, BaselineChecks)
         return res
 
     # -- the suite ---------------------------------------------------------------------------
-    def results(self) -> list[PairResult]:
-        """Every request the suite declared, each engine having run them as one batch."""
-        return self._s.all_results(self.policy)
+    def results(self, requests: Optional[Sequence[GenerationRequest]] = None) -> list[PairResult]:
+        """Every request the suite declared (or just ``requests``), each engine having run the
+        suite as one batch."""
+        if requests is None:
+            return self._s.all_results(self.policy)
+        self._s.register(requests)
+        return [self._s.result(r, self.policy) for r in requests]
 
-    def suite_verdict(self, min_rate: Optional[float] = None, confidence: Optional[float] = None) -> EquivalenceRateVerdict:
-        results = self.results()
+    def suite_verdict(self, min_rate: Optional[float] = None, confidence: Optional[float] = None,
+                      requests: Optional[Sequence[GenerationRequest]] = None) -> EquivalenceRateVerdict:
+        results = self.results(requests)
         n_eq = sum(r.equivalent for r in results)
         return equivalence_rate_verdict(
             n_eq, len(results), min_rate if min_rate is not None else self._s.cfg.min_equivalence,
             confidence if confidence is not None else self._s.cfg.confidence)
 
-    def assert_suite_equivalent(self, min_rate: Optional[float] = None,
-                                confidence: Optional[float] = None) -> EquivalenceRateVerdict:
+    def assert_suite_equivalent(self, min_rate: Optional[float] = None, confidence: Optional[float] = None,
+                                requests: Optional[Sequence[GenerationRequest]] = None,
+                                name: str = "equivalence-rate") -> EquivalenceRateVerdict:
         """Pass only if the lower confidence bound of the equivalence rate reaches ``min_rate``.
 
         Records a check named ``equivalence-rate`` with the numbers, the exact-match rate and each
         engine's own noise floor (exact-match rate against itself).
         """
-        v = self.suite_verdict(min_rate, confidence)
-        results = self.results()
+        v = self.suite_verdict(min_rate, confidence, requests)
+        results = self.results(requests)
         n_exact = sum(r.exact for r in results)
         numbers = {**v.to_dict(), "n_exact": n_exact,
                    "exact_rate": n_exact / len(results) if results else 0.0,
                    "noise_floor": self._s.noise_floor}
         nf = ", ".join(f"{role} vs itself {d['n_exact']}/{d['n']} exact" for role, d in self._s.noise_floor.items())
         detail = f"{v.message}; cross-engine exact {n_exact}/{len(results)}" + (f" (noise floor: {nf})" if nf else "")
-        self._record("equivalence-rate", "pass" if v.passed else "fail", detail, numbers)
+        self._record(name, "pass" if v.passed else "fail", detail, numbers)
         if not v.passed:
             worst = [r for r in results if not r.equivalent][:3]
             lines = [f"suite equivalence gate failed: {detail}"]
@@ -139,6 +145,32 @@ class EnginePair(LatencyChecks, TruncationChecks, QualityChecks, BaselineChecks)
                 lines.append("")
                 lines.append(r.explain())
             raise ParityMismatch("\n".join(lines))
+        return v
+
+    def assert_error_rate_parity(self, requests: Sequence[GenerationRequest], max_increase: float = 0.01,
+                                 alpha: float = 0.05) -> Any:
+        """The candidate must not fail more requests than the reference, paired request by
+        request (exact McNemar on the discordant pairs, non-inferiority margin ``max_increase``).
+        "worse" fails; "inconclusive" is recorded as such with the sample size it needs."""
+        from .stats import paired_accuracy
+
+        results = self.results(requests)
+        ref_ok = [r.reference.ok for r in results]
+        cand_ok = [r.candidate.ok for r in results]
+        v = paired_accuracy(ref_ok, cand_ok, max_drop=max_increase, alpha=alpha)
+        ref_err = [r for r in results if not r.reference.ok]
+        cand_err = [r for r in results if not r.candidate.ok]
+        only_cand = [r for r in results if r.reference.ok and not r.candidate.ok]
+        numbers = {"n": len(results), "reference_errors": len(ref_err), "candidate_errors": len(cand_err),
+                   "candidate_only_errors": len(only_cand), "verdict": v.verdict, "mcnemar_p": v.mcnemar_p}
+        detail = (f"errors: reference {len(ref_err)}/{len(results)}, candidate {len(cand_err)}/{len(results)}"
+                  f" ({len(only_cand)} only on the candidate); {v.message}")
+        if only_cand:
+            detail += "; first candidate-only error: " + f"{only_cand[0].request.label()}: {only_cand[0].candidate.error}"
+        verdict = {"equivalent": "pass", "worse": "fail"}.get(v.verdict, "inconclusive")
+        self._record("error-rate", verdict, detail, numbers)
+        if verdict == "fail":
+            raise ParityMismatch(f"candidate fails more requests than the reference: {detail}")
         return v
 
     def record_check(self, name: str, verdict: str, detail: str = "", numbers: Optional[dict] = None) -> None:

@@ -82,31 +82,38 @@ def pytest_configure(config: pytest.Config) -> None:
 _USER_PROMPTS = pytest.StashKey[list]()
 
 
-def _marker_prompts(metafunc: pytest.Metafunc) -> list[GenerationRequest]:
+def _prompts_for(config: pytest.Config, node: Any) -> list[GenerationRequest]:
+    """The requests ``parity_request`` takes for one test: --parity-prompts (sampled) when given,
+    else the test's ``parity_prompts`` marker (JSONL paths relative to the test file)."""
     from .prompts import PromptFileError, load_prompts
 
-    cfg = metafunc.config.stash[_CFG]
+    cfg = config.stash[_CFG]
+    if cfg.prompts and _USER_PROMPTS in config.stash:
+        return list(config.stash[_USER_PROMPTS])
     out: list[GenerationRequest] = []
-    for mark in metafunc.definition.iter_markers("parity_prompts"):
+    cache = config.stash.setdefault(_FILE_CACHE, {})
+    for mark in node.iter_markers("parity_prompts"):
         for item in mark.args:
             if isinstance(item, GenerationRequest):
                 out.append(item)
                 continue
-            path = item if os.path.isabs(str(item)) else os.path.join(os.path.dirname(str(metafunc.definition.fspath)), str(item))
-            try:
-                out.extend(load_prompts(path, cfg.max_tokens))
-            except PromptFileError as exc:
-                raise pytest.UsageError(f"{metafunc.definition.nodeid}: parity_prompts: {exc}") from None
+            path = item if os.path.isabs(str(item)) else os.path.join(os.path.dirname(str(node.fspath)), str(item))
+            if path not in cache:
+                try:
+                    cache[path] = load_prompts(path, cfg.max_tokens)
+                except PromptFileError as exc:
+                    raise pytest.UsageError(f"{node.nodeid}: parity_prompts: {exc}") from None
+            out.extend(cache[path])
     return out
+
+
+_FILE_CACHE = pytest.StashKey[dict]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "parity_request" not in metafunc.fixturenames:
         return
-    cfg = metafunc.config.stash[_CFG]
-    reqs = metafunc.config.stash.get(_USER_PROMPTS, None) if cfg.prompts else None
-    if reqs is None:
-        reqs = _marker_prompts(metafunc)
+    reqs = _prompts_for(metafunc.config, metafunc.definition)
     metafunc.parametrize("parity_request", reqs, ids=[r.label() for r in reqs])
 
 
@@ -127,6 +134,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     declared = []
     for item in items:
+        if "parity_requests" in getattr(item, "fixturenames", ()):
+            declared.extend(_prompts_for(config, item))
         callspec = getattr(item, "callspec", None)
         if callspec is None:
             continue
@@ -176,6 +185,17 @@ def engine_pair(request: pytest.FixtureRequest) -> Any:
     step = node.stash.get(_ITEM_STEP, None)
     node.user_properties.append(("migration_step", step or ""))
     return EnginePair(ps, make_recorder(ps, step, node.nodeid), properties=node.user_properties)
+
+
+@pytest.fixture
+def parity_requests(request: pytest.FixtureRequest) -> list:
+    """Every request this test's ``parity_request`` would take (--parity-prompts, sampled, or its
+    ``parity_prompts`` marker): for suite-level checks over one prompt set, e.g. a canary replay.
+    They are part of the suite batch."""
+    reqs = _prompts_for(request.config, request.node)
+    if not reqs:
+        pytest.skip("no prompts: give --parity-prompts or mark the test with parity_prompts(...)")
+    return reqs
 
 
 @pytest.fixture

@@ -183,11 +183,11 @@ def write_html(path: str | Path, doc: dict[str, Any]) -> None:
         )
     thr = doc.get("settings", {}).get("similarity")
     extra = []
-    for key, path in SECTION_RENDERERS.items():
+    for key, where in SECTION_RENDERERS.items():
         if doc.get(key) is not None:
             import importlib
 
-            mod, _, fn = path.partition(":")
+            mod, _, fn = where.partition(":")
             extra.append(getattr(importlib.import_module(mod), fn)(doc))
     engines = "".join(f"<li><b>{e(x['role'])}</b>: {e(x['name'])} — {e(str((x.get('info') or {}).get('version')))}</li>"
                       for x in doc.get("engines", []))

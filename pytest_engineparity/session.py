@@ -151,6 +151,7 @@ class EngineHandle:
             "info": w.info.to_dict() if w and w.info else None,
             "starts": self.starts, "start_seconds": w.start_seconds if w else None,
             "peak_rss_bytes": w.peak_rss_bytes if w else None,
+            "peak_gpu_bytes": w.peak_gpu_bytes if w else None,
             "batches": self.batches, "error": str(self.error) if self.error else None,
         }
 

@@ -45,6 +45,17 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(3)
 
 
+def _gpu_peak_bytes() -> Optional[int]:
+    """Peak GPU memory this process reserved through torch (vLLM's KV cache included), if any."""
+    torch = sys.modules.get("torch")
+    try:
+        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+            return int(max(torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())))
+    except Exception:  # never let a memory probe break a result
+        return None
+    return None
+
+
 def _handle(engine: Any, msg: dict[str, Any], chan: _Channel) -> Any:
     from .types import GenerationRequest
 
@@ -101,11 +112,11 @@ def main() -> int:
                 spec = EngineSpec.from_dict(msg["spec"])
                 engine = cls(spec)
                 info = engine.start()
-                chan.send({"type": "result", "value": info.to_dict()})
+                chan.send({"type": "result", "value": info.to_dict(), "gpu_peak_bytes": _gpu_peak_bytes()})
                 continue
             if engine is None:
                 raise RuntimeError("engine not started")
-            chan.send({"type": "result", "value": _handle(engine, msg, chan)})
+            chan.send({"type": "result", "value": _handle(engine, msg, chan), "gpu_peak_bytes": _gpu_peak_bytes()})
         except BaseException as exc:  # report everything, including KeyboardInterrupt
             traceback.print_exc()
             sys.stderr.flush()

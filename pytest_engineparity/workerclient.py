@@ -127,6 +127,7 @@ class EngineWorker:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)[:60]
         self.log_path = Path(self._log_dir) / f"worker-{safe}-{os.getpid()}-{id(self)}.log"
         self.peak_rss_bytes: Optional[int] = None
+        self.peak_gpu_bytes: Optional[int] = None  # torch-reserved GPU memory, as the worker reports it
 
     # -- lifecycle -------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -285,6 +286,9 @@ class EngineWorker:
                         continue
                     if kind == "result":
                         self._sample_rss()
+                        gpu = reply.get("gpu_peak_bytes")
+                        if gpu is not None and (self.peak_gpu_bytes is None or gpu > self.peak_gpu_bytes):
+                            self.peak_gpu_bytes = int(gpu)
                         return reply["value"]
                     if kind == "error":
                         raise RemoteError(self.name, reply.get("error_type", "Error"),

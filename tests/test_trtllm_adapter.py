@@ -216,10 +216,11 @@ def test_validate_missing_target_names_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("case", ["file", "no-config", "corrupt-config", "missing-key", "missing-rank",
-                                  "no-tokenizer", "bad-tokenizer"])
+                                  "no-tokenizer", "bad-tokenizer", "model-in-args"])
 def test_validate_explains_broken_targets(tmp_path: Path, hf_dir: Path, case: str) -> None:
     target = tmp_path / "target"
     tokenizer = None
+    args: dict[str, Any] = {}
     expected: list[str]
     if case == "file":
         target.write_text("x")
@@ -244,12 +245,16 @@ def test_validate_explains_broken_targets(tmp_path: Path, hf_dir: Path, case: st
     elif case == "no-tokenizer":
         make_engine_dir(target, hf_dir, tokenizer_files=False)
         expected = [str(target), "no tokenizer files", "set tokenizer"]
-    else:
+    elif case == "bad-tokenizer":
         make_engine_dir(target, hf_dir)
         tokenizer = str(tmp_path / "no-tokenizer-here")
         expected = [tokenizer, "tokenizer"]
+    else:
+        make_engine_dir(target, hf_dir)
+        args = {"model": "/elsewhere"}
+        expected = ["args.model is not allowed", "target"]
     with pytest.raises(EngineSpecError) as err:
-        TRTLLMEngine.validate(EngineSpec(kind="trtllm", target=str(target), tokenizer=tokenizer))
+        TRTLLMEngine.validate(EngineSpec(kind="trtllm", target=str(target), tokenizer=tokenizer, args=args))
     for part in expected:
         assert part in str(err.value)
 

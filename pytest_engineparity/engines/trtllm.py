@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from ..enginedir import EngineDirError, EngineDirInfo, inspect_engine_dir
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
@@ -44,6 +44,18 @@ PYTORCH_LLM = "tensorrt_llm.LLM"
 # tensorrt_llm, whose SamplingParams differs between versions).
 _CORE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+@dataclass(frozen=True)
+class _Output:
+    """One (partial) RequestOutput, copied out of tensorrt_llm's objects into plain data."""
+
+    token_ids: list
+    text: str
+    finish_reason: Optional[str]
+    stop_reason: Any
+    logprobs: Optional[list]
+    prompt_token_ids: Optional[list]
 
 
 @dataclass(frozen=True)
@@ -139,9 +151,14 @@ class TRTLLMEngine:
         _tokenizer_dir(spec, target)
         if not isinstance(spec.args, dict) or not all(isinstance(k, str) for k in spec.args):
             raise EngineSpecError(f"engine {spec.label!r}: args must be a table of LLM keyword arguments")
+        for key in ("model", "tokenizer"):
+            if key in spec.args:
+                raise EngineSpecError(f"engine {spec.label!r}: args.{key} is not allowed: set the spec's"
+                                      f" {'target' if key == 'model' else 'tokenizer'} instead")
 
     def start(self) -> EngineInfo:
         spec = self.spec
+        self.validate(spec)
         target = _classify(spec)
         tok_dir = _tokenizer_dir(spec, target)
         self._target = target
@@ -270,7 +287,7 @@ class TRTLLMEngine:
             n = min(n, request.truncate_prompt_tokens)
         return n
 
-    async def _one(self, request: GenerationRequest, report: Any) -> Completion:
+    async def _one(self, request: GenerationRequest, report: Callable[[int, bool], None]) -> Completion:
         assert self._api is not None
         api = self._api
         prompt, add_special = self._prompt(request)
@@ -283,20 +300,17 @@ class TRTLLMEngine:
                 f"tensorrt_llm {api.version}: SamplingParams has no {', '.join(repr(k) for k in unsupported)}"
                 f" (needed by this request); upgrade tensorrt_llm or drop the field",
                 "UnsupportedParameter", self._local_prompt_len(prompt, add_special, request))
-        times: list[float] = []
-        seen = 0
-        final: Any = None
+        times: list[float] = []  # when each output token arrived, from t0
+
+        def on_tokens(n: int) -> None:
+            now = time.perf_counter() - t0
+            if n > len(times):
+                report(n - len(times), False)
+                times.extend([now] * (n - len(times)))
+
         t0 = time.perf_counter()
         try:
-            sampling_params = api.sampling_params(kwargs)
-            async for partial in api.stream(self._llm, prompt, sampling_params):
-                now = time.perf_counter() - t0
-                n = len(api.first_output(partial).token_ids)
-                if n > seen:
-                    times.extend([now] * (n - seen))
-                    report(n - seen, False)
-                    seen = n
-                final = partial
+            final = await api.run(self._llm, prompt, kwargs, on_tokens)
         except Exception as exc:
             if not api.is_request_rejection(exc):
                 raise
@@ -308,17 +322,15 @@ class TRTLLMEngine:
         if final is None:
             return Completion.failed("tensorrt_llm returned no output for the request", "EmptyResult",
                                      self._local_prompt_len(prompt, add_special, request))
-        return self._completion(request, final, api, Timings(
-            ttft=times[0] if times else None, e2e=e2e, token_times=None, source="engine-stream"), times)
+        return self._completion(request, final, times, e2e)
 
-    def _completion(self, request: GenerationRequest, final: Any, api: "_TensorRTLLMAPI",
-                    timings: Timings, times: list[float]) -> Completion:
-        out = api.first_output(final)
-        ids = [int(t) for t in out.token_ids]
-        timings.token_times = times[:len(ids)]
-        if not ids:
-            timings.ttft = None
-        prompt_len = len(final.prompt_token_ids) if final.prompt_token_ids is not None else None
+    def _completion(self, request: GenerationRequest, out: _Output, times: list[float], e2e: float) -> Completion:
+        ids = out.token_ids
+        # stop words trimmed at the end had timestamps while they streamed: keep one per output token
+        token_times = times[:len(ids)]
+        timings = Timings(ttft=token_times[0] if token_times else None, e2e=e2e, token_times=token_times,
+                          source="engine-stream")
+        prompt_len = len(out.prompt_token_ids) if out.prompt_token_ids is not None else None
         warnings: list[str] = []
         logprobs: Optional[list[TokenLogprobs]] = None
         if request.logprobs is not None:
@@ -335,7 +347,7 @@ class TRTLLMEngine:
             warnings.append(
                 f"max_tokens {request.max_tokens} clamped by the engine: produced {len(ids)} tokens{room}")
         return Completion(
-            text=str(out.text or ""),
+            text=out.text,
             token_ids=ids,
             token_texts=[self._decode_one(t) for t in ids],
             finish_reason=out.finish_reason,
@@ -404,7 +416,7 @@ def map_logprobs(entries: Sequence[Any], token_ids: Sequence[int], k: int,
             top: dict[int, float] = {}
             sampled: Optional[float] = None
             for key, value in entry.items():
-                lp = float(getattr(value, "logprob", value))
+                lp = float(value.logprob if hasattr(value, "logprob") else value)
                 rank = getattr(value, "rank", None)
                 if int(key) == int(tid):
                     sampled = lp
@@ -475,17 +487,18 @@ class _TensorRTLLMAPI:
         return cls(tensorrt_llm, label)
 
     def _llm_class(self, engine: bool) -> Any:
+        llm_class: Any
         if engine:
-            from tensorrt_llm._tensorrt_engine import LLM
+            from tensorrt_llm._tensorrt_engine import LLM as llm_class
         else:
-            from tensorrt_llm import LLM
-        params = inspect.signature(LLM.generate_async).parameters
+            from tensorrt_llm import LLM as llm_class
+        params = inspect.signature(llm_class.generate_async).parameters
         if "streaming" not in params:
             raise EngineSpecError(
                 f"engine {self.label!r}: tensorrt_llm {self.version}: {ENGINE_LLM if engine else PYTORCH_LLM}"
                 ".generate_async has no 'streaming' parameter; this adapter needs tensorrt_llm >= 1.0"
             )
-        return LLM
+        return llm_class
 
     def _convert_args(self, args: dict[str, Any]) -> dict[str, Any]:
         """Tables from a TOML/JSON spec become the config objects LlmArgs expects."""
@@ -529,16 +542,33 @@ class _TensorRTLLMAPI:
             return []
         return [k for k in kwargs if k not in self.sampling_fields]
 
-    def sampling_params(self, kwargs: dict[str, Any]) -> Any:
-        return self.SamplingParams(**kwargs)
+    async def run(self, llm: Any, prompt: Any, sampling_kwargs: dict[str, Any],
+                  on_tokens: Callable[[int], None]) -> Optional[_Output]:
+        """One request through ``generate_async(..., streaming=True)``.
 
-    def stream(self, llm: Any, prompt: Any, sampling_params: Any) -> Any:
-        """Partial RequestOutputs of one request (``async for``); may raise at once."""
-        return llm.generate_async(prompt, sampling_params, streaming=True)
+        ``on_tokens(n)`` is called with the output length of every partial RequestOutput as it
+        arrives; the last one is returned as plain data. Raises what tensorrt_llm raises, at
+        enqueue or while streaming.
+        """
+        sampling_params = self.SamplingParams(**sampling_kwargs)
+        last: Any = None
+        async for partial in llm.generate_async(prompt, sampling_params, streaming=True):
+            on_tokens(len(partial.outputs[0].token_ids))
+            last = partial
+        return self._snapshot(last) if last is not None else None
 
     @staticmethod
-    def first_output(request_output: Any) -> Any:
-        return request_output.outputs[0]
+    def _snapshot(request_output: Any) -> _Output:
+        out = request_output.outputs[0]
+        prompt_ids = request_output.prompt_token_ids
+        return _Output(
+            token_ids=[int(t) for t in out.token_ids],
+            text=str(out.text or ""),
+            finish_reason=out.finish_reason,
+            stop_reason=out.stop_reason,
+            logprobs=list(out.logprobs) if out.logprobs is not None else None,
+            prompt_token_ids=[int(t) for t in prompt_ids] if prompt_ids is not None else None,
+        )
 
     def is_request_rejection(self, exc: BaseException) -> bool:
         """Errors that belong to one request: the engine's ValueErrors (over-length, parameters it

@@ -297,10 +297,10 @@ class _Executor:
                     # idle: block for work; busy: take whatever arrived, then step
                     item = self._incoming.get_nowait() if (active or waiting) else self._incoming.get()
                 except queue.Empty:
-                    item = ()
-                if item is None:
-                    break
-                if item:
+                    pass
+                else:
+                    if item is None:  # stop()
+                        break
                     waiting.append(item)
                     continue  # drain everything that arrived before stepping
                 while waiting and len(active) < self._max_batch:
@@ -443,7 +443,7 @@ def load_engine_weights(engine_dir: Path, hf_cfg: Any, dtype: Any) -> Any:
     try:  # skip the random initialisation: every weight is overwritten below
         from transformers.initialization import no_init_weights  # transformers >= 5
     except ImportError:
-        from transformers.modeling_utils import no_init_weights  # transformers 4.x
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]  # 4.x
     with no_init_weights():
         model = AutoModelForCausalLM.from_config(hf_cfg, dtype=dtype)
     state = load_file(str(plan))
