@@ -16,6 +16,7 @@ never compared: their contexts differ.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
@@ -363,6 +364,24 @@ class PairComparison:
         return asdict(self)
 
 
+_CATEGORIES = (
+    ("over-length prompt", re.compile(
+        r"maximum context length|max_seq_len|max_num_tokens|max_input_len|prompt (is )?too long|"
+        r"exceeds? (the )?(model'?s? )?(context|limit)|input (tokens|length).*(exceed|limit)|"
+        r"prompt length .* (exceed|should not exceed)", re.I)),
+)
+
+
+def error_category(c: Completion) -> Optional[str]:
+    """What kind of rejection an engine's error message describes, across engines' wordings and
+    classes (None when it is not one we recognise: then only identical classes count as alike)."""
+    text = f"{c.error or ''}"
+    for name, pattern in _CATEGORIES:
+        if pattern.search(text):
+            return name
+    return None
+
+
 def _identical(ref: Completion, cand: Completion) -> bool:
     return list(map(int, ref.token_ids)) == list(map(int, cand.token_ids)) and ref.text == cand.text
 
@@ -396,6 +415,12 @@ def compare_pair(ref: Completion, cand: Completion, similarity: Optional[float],
         if not ref.ok and not cand.ok:
             if ref.error_type == cand.error_type:
                 return result(False, lp, True, f"both rejected ({ref.error_type or 'error'})")
+            rc, cc = error_category(ref), error_category(cand)
+            if rc is not None and rc == cc:
+                # e.g. vLLM's VLLMValidationError, trtllm's ValueError and an HTTP 400 for the same
+                # over-length prompt: the same behaviour; the classes are reported, not judged here
+                return result(False, lp, True, f"both rejected as {rc} (reference {ref.error_type or 'error'}, "
+                              f"candidate {cand.error_type or 'error'})")
             return result(False, lp, False, f"both rejected, differently: reference "
                           f"{ref.error_type or 'error'} vs candidate {cand.error_type or 'error'}")
         if not cand.ok:
