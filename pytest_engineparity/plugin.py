@@ -253,6 +253,7 @@ def _report_doc(config: pytest.Config) -> Optional[dict]:
         "summary": {"prompts": n, "exact": sum(p["comparison"]["exact"] for p in prompts),
                     "equivalent": sum(p["comparison"]["equivalent"] for p in prompts),
                     "noise_floor": ps.noise_floor, "single_calls": ps.single_calls,
+                    "schedule": ps.schedule,
                     "similarity_seconds": ps.timings["similarity_s"]},
         "prompts": prompts,
         **ps.sections,

@@ -153,6 +153,7 @@ class EngineHandle:
             "peak_rss_bytes": w.peak_rss_bytes if w else None,
             "peak_gpu_bytes": w.peak_gpu_bytes if w else None,
             "batches": self.batches, "error": str(self.error) if self.error else None,
+            "devices": self.spec.devices,
         }
 
 
@@ -176,6 +177,7 @@ class ParitySession:
         self.timings: dict[str, float] = {"similarity_s": 0.0}
         self._scorer: Any = None
         self.single_calls = 0
+        self.schedule = "sequential"  # or "concurrent" (engines on disjoint GPUs)
         # extra report sections (JSON top-level keys) filled by the check modules:
         # "latency", "limits", "baseline", "quality"; each module renders its own HTML part
         self.sections: dict[str, Any] = {}
@@ -193,13 +195,27 @@ class ParitySession:
         pending = self._pending()
         if not pending:
             return
-        for handle in (self.reference, self.candidate):
-            outs = handle.generate(pending, label="suite batch")
+        for handle, outs in self._both(lambda h: h.generate(pending, label="suite batch")):
             for r, c in zip(pending, outs):
                 self.results[handle.role][r.key()] = c
         if self.cfg.noise_floor and len(pending) >= 2:
             self._self_runs(pending)
         self._score(pending)
+
+    def _both(self, work: Callable[[EngineHandle], Any]) -> list[tuple[EngineHandle, Any]]:
+        """Run ``work`` on both engines: at the same time when they sit on disjoint GPUs
+        (``devices`` in their config), else one after the other."""
+        from .placement import schedule
+
+        handles = (self.reference, self.candidate)
+        self.schedule = schedule(self.reference.spec, self.candidate.spec)
+        if self.schedule != "concurrent":
+            return [(h, work(h)) for h in handles]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            futures = [(h, pool.submit(work, h)) for h in handles]
+            return [(h, f.result()) for h, f in futures]
 
     def _self_runs(self, pending: list[GenerationRequest]) -> None:
         """Each engine against itself: shuffled order, split in two calls (a different batch)."""

@@ -107,6 +107,10 @@ def validate_spec(spec: EngineSpec) -> None:
             raise EngineSpecError(
                 f"engine {spec.label!r}: interpreter {spec.python!r} does not exist or is not executable"
             )
+    from .placement import check_placement, tensor_parallel_size, visible_gpu_count
+
+    needs_gpus = spec.devices is not None or tensor_parallel_size(spec) > 1
+    check_placement(spec, visible_gpu_count() if needs_gpus else None)
     validator = getattr(cls, "validate", None)
     if validator is not None:
         validator(spec)

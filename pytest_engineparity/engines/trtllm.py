@@ -149,6 +149,10 @@ class TRTLLMEngine:
         """Cheap checks in the pytest process: target and tokenizer exist, engine dir is whole."""
         target = _classify(spec)
         _tokenizer_dir(spec, target)
+        if target.engine is not None:
+            from ..placement import check_placement
+
+            check_placement(spec, None, engine_dir_tp=target.engine.tp_size)
         if not isinstance(spec.args, dict) or not all(isinstance(k, str) for k in spec.args):
             raise EngineSpecError(f"engine {spec.label!r}: args must be a table of LLM keyword arguments")
         for key in ("model", "tokenizer"):
