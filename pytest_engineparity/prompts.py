@@ -51,6 +51,8 @@ def request_from_body(body: Any, default_max_tokens: int = 64, where: str = "req
     elif "prompt" in body:
         p = body["prompt"]
         if isinstance(p, str):
+            if not p.strip():
+                raise PromptFileError(f"{where}: empty prompt")
             kw["prompt"] = p
         elif isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
             kw["prompt_token_ids"] = tuple(p)

@@ -24,6 +24,18 @@ __all__ = [
 
 ChatMessage = dict  # {"role": str, "content": str}
 
+MAX_STOP_STRINGS = 64  # OpenAI allows 4; engines slow down badly on thousands
+
+
+def _check_text(text: str) -> None:
+    """Reject text no engine can take the same way: NUL bytes and lone surrogates."""
+    if "\x00" in text:
+        raise ValueError(f"text contains a NUL byte at position {text.index(chr(0))}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text contains an invalid surrogate at position {exc.start} (not valid Unicode)") from None
+
 FinishReason = Literal["stop", "length", "abort", "error", "timeout", "cancelled"]
 
 
@@ -68,6 +80,12 @@ class GenerationRequest:
             object.__setattr__(self, "stop", (self.stop,))
         elif not isinstance(self.stop, tuple):
             object.__setattr__(self, "stop", tuple(self.stop))
+        if len(self.stop) > MAX_STOP_STRINGS:
+            raise ValueError(f"{len(self.stop)} stop strings; at most {MAX_STOP_STRINGS} are supported")
+        if any(not isinstance(x, str) or not x for x in self.stop):
+            raise ValueError("stop strings must be non-empty strings")
+        for text in self._texts():
+            _check_text(text)
         if not isinstance(self.stop_token_ids, tuple):
             object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))
         if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 1:
@@ -86,6 +104,15 @@ class GenerationRequest:
             raise ValueError(
                 f"truncate_prompt_tokens must be >= 1, got {self.truncate_prompt_tokens!r}"
             )
+
+    def _texts(self) -> list:
+        out = [self.prompt] if self.prompt is not None else []
+        if self.messages is not None:
+            for m in self.messages:
+                if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
+                    raise ValueError("each chat message needs a string 'role' and a string 'content'")
+                out.append(m["content"])
+        return out + list(self.stop)
 
     @property
     def greedy(self) -> bool:
