@@ -226,12 +226,10 @@ def _report_doc(config: pytest.Config) -> Optional[dict]:
     steps = build_steps(checks)
     verdict, reason = overall_verdict(steps)
     prompts = []
-    for key, req in ps.requests.items():
-        if key in ps.results["candidate"] and key in ps.results["reference"]:
-            res = ps.result(req)
-            d = res.to_dict()
-            d["explain"] = "" if res.comparison.exact else res.explain()
-            prompts.append(d)
+    for res in ps.finished_results():
+        d = res.to_dict()
+        d["explain"] = "" if res.comparison.exact else res.explain()
+        prompts.append(d)
     try:
         from .fingerprint import machine_fingerprint
 
@@ -267,7 +265,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if ps is None:
         return
     try:
-        doc = _report_doc(config)
+        try:
+            doc = _report_doc(config)
+        except Exception as exc:  # report the failure itself rather than crash pytest's summary
+            doc = None
+            tr = config.pluginmanager.get_plugin("terminalreporter")
+            if tr is not None:
+                tr.write_line(f"[engineparity] could not build the parity report: {exc!r}", red=True)
+            if session.exitstatus == 0:
+                session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
         config.stash[_DOC] = doc
         cfg: ParityConfig = config.stash[_CFG]
         if doc is not None:

@@ -90,6 +90,7 @@ class EngineHandle:
         self._notify = notify
         self.worker: Optional[EngineWorker] = None
         self.error: Optional[EngineError] = None
+        self.pids: list[int] = []  # every worker process this handle started (for orphan checks)
         self.starts = 0
         self.batches: list[dict[str, Any]] = []  # one entry per generate() call
 
@@ -113,6 +114,9 @@ class EngineHandle:
             except EngineError as exc:
                 self.error = exc
                 raise
+            finally:
+                if worker.last_pid is not None:
+                    self.pids.append(worker.last_pid)
             self.worker = worker
             self._notify(f"{self.role} engine {self.name!r} up in {worker.start_seconds:.1f} s: "
                          f"{worker.info.version if worker.info else ''}")
@@ -154,6 +158,7 @@ class EngineHandle:
             "peak_gpu_bytes": w.peak_gpu_bytes if w else None,
             "batches": self.batches, "error": str(self.error) if self.error else None,
             "devices": self.spec.devices,
+            "pids": self.pids,
         }
 
 
@@ -195,6 +200,8 @@ class ParitySession:
         pending = self._pending()
         if not pending:
             return
+        for handle in (self.reference, self.candidate):
+            handle.ensure_started()  # a dead engine fails here, before the other does any work
         for handle, outs in self._both(lambda h: h.generate(pending, label="suite batch")):
             for r, c in zip(pending, outs):
                 self.results[handle.role][r.key()] = c
@@ -259,15 +266,23 @@ class ParitySession:
             self.timings["similarity_s"] += time.perf_counter() - t0
 
     # -- results -----------------------------------------------------------------------------
-    def result(self, request: GenerationRequest, policy: Optional[EquivalencePolicy] = None) -> PairResult:
+    def result(self, request: GenerationRequest, policy: Optional[EquivalencePolicy] = None,
+               run: bool = True) -> PairResult:
+        """The pair's result for one request; ``run=False`` only reads what already ran."""
         k = request.key()
-        if k not in self.requests:
-            self.single_calls += 1  # built at run time: one call, not part of the suite batch
-            self.register([request])
-        self.run_pending()
+        if run:
+            if k not in self.requests:
+                self.single_calls += 1  # built at run time: one call, not part of the suite batch
+                self.register([request])
+            self.run_pending()
         ref, cand = self.results["reference"][k], self.results["candidate"][k]
         comp = compare_pair(ref, cand, self.similarity.get(k), policy or self.policy)
         return PairResult(request, ref, cand, comp, self.reference.name, self.candidate.name)
+
+    def finished_results(self) -> list[PairResult]:
+        """Results both engines produced, without running anything (for reports at the end)."""
+        return [self.result(r, run=False) for k, r in self.requests.items()
+                if k in self.results["reference"] and k in self.results["candidate"]]
 
     def all_results(self, policy: Optional[EquivalencePolicy] = None) -> list[PairResult]:
         self.run_pending()

@@ -131,7 +131,8 @@ class EngineWorker:
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)[:60]
         self.log_path = Path(self._log_dir) / f"worker-{safe}-{os.getpid()}-{id(self)}.log"
         self.peak_rss_bytes: Optional[int] = None
-        self.peak_gpu_bytes: Optional[int] = None  # torch-reserved GPU memory, as the worker reports it
+        self.peak_gpu_bytes: Optional[int] = None
+        self.last_pid: Optional[int] = None  # torch-reserved GPU memory, as the worker reports it
 
     # -- lifecycle -------------------------------------------------------------------------
     def _env(self) -> dict[str, str]:
@@ -167,6 +168,7 @@ class EngineWorker:
             os.close(wfd)
             log.close()
         self._rfd = rfd
+        self.last_pid = self._proc.pid
         _LIVE.add(self)
         try:
             value = self._call(

