@@ -106,7 +106,11 @@ def main() -> int:
                 if engine is not None:
                     engine.close()
                 chan.send({"type": "result", "value": None})
-                return 0
+                sys.stdout.flush()
+                sys.stderr.flush()
+                # skip interpreter teardown (a second or more with torch loaded): the OS frees
+                # everything the engine held the moment the process is gone
+                os._exit(0)
             if op == "start":
                 cls = load_adapter(msg["adapter"])
                 spec = EngineSpec.from_dict(msg["spec"])
