@@ -148,6 +148,39 @@ class EnginePair(LatencyChecks, TruncationChecks, QualityChecks, BaselineChecks)
             raise ParityMismatch("\n".join(lines))
         return v
 
+    def assert_self_consistent(self, role: str = "reference", min_rate: Optional[float] = None) -> Any:
+        """The engine against itself (the suite re-run in shuffled order, split in two calls):
+        equivalent by the same layered rule as the pair, with the same confidence bound. A model
+        that cannot reproduce itself is not a stable baseline to migrate from."""
+        from .compare import compare_pair
+        from .stats import equivalence_rate_verdict
+
+        if role not in ("reference", "candidate"):
+            raise ValueError(f"role must be 'reference' or 'candidate', got {role!r}")
+        self.results()
+        if not self._s.cfg.noise_floor:
+            raise ParityMismatch("self-consistency needs the noise-floor runs: do not pass --parity-noise-floor=false")
+        keys = [k for k in self._s.requests if k in self._s.self_runs[role]]
+        firsts = [self._s.results[role][k] for k in keys]
+        seconds = [self._s.self_runs[role][k] for k in keys]
+        sims = self._s.similarities([(a.text, b.text) for a, b in zip(firsts, seconds)])
+        comps = [compare_pair(a, b, sim, self.policy) for a, b, sim in zip(firsts, seconds, sims)]
+        n_eq = sum(c.equivalent for c in comps)
+        v = equivalence_rate_verdict(n_eq, len(comps), min_rate if min_rate is not None else self._s.cfg.min_equivalence,
+                                     self._s.cfg.confidence)
+        n_exact = sum(c.exact for c in comps)
+        name = getattr(self, role).name
+        detail = f"{name} vs itself: {v.message}; exact {n_exact}/{len(comps)}"
+        self._record(f"self-consistency:{role}", "pass" if v.passed else "fail", detail,
+                     {**v.to_dict(), "n_exact": n_exact})
+        if not v.passed:
+            bad = [(k, c) for k, c in zip(keys, comps) if not c.equivalent][:3]
+            lines = [f"{name} is not consistent with itself: {detail}"]
+            for k, c in bad:
+                lines.append(f"  {self._s.requests[k].label()}: {c.reason}")
+            raise ParityMismatch("\n".join(lines))
+        return v
+
     def assert_error_rate_parity(self, requests: Sequence[GenerationRequest], max_increase: float = 0.01,
                                  alpha: float = 0.05) -> Any:
         """The candidate must not fail more requests than the reference, paired request by

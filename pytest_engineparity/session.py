@@ -256,14 +256,23 @@ class ParitySession:
             else:
                 self.similarity[k] = 1.0 if (a.ok and b.ok and a.text == b.text) else None
         if pairs:
+            for k, sim in zip(keys, self.similarities(pairs)):
+                self.similarity[k] = sim
+
+    def similarities(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """Cosine similarity of text pairs, one batched encode; identical texts need no model."""
+        todo = [i for i, (a, b) in enumerate(pairs) if a != b]
+        out = [1.0] * len(pairs)
+        if todo:
             t0 = time.perf_counter()
             if self._scorer is None:
                 from .semantic import SemanticScorer
 
                 self._scorer = SemanticScorer()
-            for k, s in zip(keys, self._scorer.similarities(pairs)):
-                self.similarity[k] = float(s)
+            for i, sim in zip(todo, self._scorer.similarities([pairs[i] for i in todo])):
+                out[i] = float(sim)
             self.timings["similarity_s"] += time.perf_counter() - t0
+        return out
 
     # -- results -----------------------------------------------------------------------------
     def result(self, request: GenerationRequest, policy: Optional[EquivalencePolicy] = None,
