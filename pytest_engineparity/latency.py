@@ -11,7 +11,7 @@ engines, the client's stream clock for HTTP engines):
 * output tokens, and per run the **throughput** (output tokens / wall time of the run, taken on
   the pytest side around the engine call, for every kind of engine alike).
 
-Which requests: the suite's *declared* requests (``ParitySession.requests``), sent again for
+Which requests: the suite's *declared* requests (``ParitySession.suite_keys()``: auxiliary requests such as task items are left out), sent again for
 timing, never the cached parity batch: the parity batch is each engine's first work after start
 (cold caches, lazy compilation, allocator growth) and its numbers would mostly measure that.
 Before the timed runs each engine gets ``--parity-warmup`` requests (default 2; excluded and
@@ -797,7 +797,7 @@ def measure(session: "ParitySession", requests: Optional[Sequence[GenerationRequ
     requests first (excluded), then ``runs`` timed runs, reference then candidate in each run,
     each run one call per engine."""
     cfg = session.cfg
-    reqs = list(requests if requests is not None else session.requests.values())
+    reqs = list(requests if requests is not None else (session.requests[k] for k in session.suite_keys()))
     if not reqs:
         raise ValueError("no requests to time: the suite declared none (parametrize a test with "
                          "parity_request / @pytest.mark.parity_prompts, or use --parity-prompts)")
@@ -882,7 +882,7 @@ class LatencyChecks:
 
     def latency_requests(self) -> list[GenerationRequest]:
         """The requests that would be timed: every request the suite declared."""
-        return list(self._s.requests.values())
+        return [self._s.requests[k] for k in self._s.suite_keys()]
 
     def latency_samples(self) -> LatencyMeasurement:
         """Both engines' latency samples, measured once per session (warm-up, then

@@ -160,7 +160,7 @@ class EnginePair(LatencyChecks, TruncationChecks, QualityChecks, BaselineChecks)
         self.results()
         if not self._s.cfg.noise_floor:
             raise ParityMismatch("self-consistency needs the noise-floor runs: do not pass --parity-noise-floor=false")
-        keys = [k for k in self._s.requests if k in self._s.self_runs[role]]
+        keys = [k for k in self._s.suite_keys() if k in self._s.self_runs[role]]
         firsts = [self._s.results[role][k] for k in keys]
         seconds = [self._s.self_runs[role][k] for k in keys]
         sims = self._s.similarities([(a.text, b.text) for a, b in zip(firsts, seconds)])

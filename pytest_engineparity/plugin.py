@@ -68,6 +68,14 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_USER_PROMPTS] = sample_requests(reqs, cfg.sample, cfg.seed, where=cfg.prompts)
         except PromptFileError as exc:
             raise pytest.UsageError(f"--parity-prompts: {exc}") from None
+    if cfg.tasks:
+        from .quality import TaskFileError, load_tasks
+
+        try:
+            load_tasks(cfg.tasks if os.path.isabs(cfg.tasks) or os.path.exists(cfg.tasks)
+                       else os.path.join(str(config.rootpath), cfg.tasks), cfg.max_tokens)
+        except (TaskFileError, OSError) as exc:
+            raise pytest.UsageError(f"--parity-tasks: {exc}") from None
     from .session import ParitySession
 
     tr = config.pluginmanager.get_plugin("terminalreporter")

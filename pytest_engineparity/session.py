@@ -174,6 +174,7 @@ class ParitySession:
         self.policy = EquivalencePolicy(similarity_threshold=cfg.similarity, top_k=cfg.top_k,
                                         tie_tolerance=cfg.tie_tolerance)
         self.requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
+        self.aux: set[str] = set()  # keys of auxiliary requests (see register)
         self.results: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
         self.self_runs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
         self.similarity: dict[str, Optional[float]] = {}
@@ -188,9 +189,21 @@ class ParitySession:
         self.sections: dict[str, Any] = {}
 
     # -- requests ----------------------------------------------------------------------------
-    def register(self, requests: Iterable[GenerationRequest]) -> None:
+    def register(self, requests: Iterable[GenerationRequest], aux: bool = False) -> None:
+        """Declare requests. ``aux=True`` marks requests a check family sends for its own purpose
+        (task items, edge cases): they ride in the same batch, but are not suite prompts — not in
+        the suite's equivalence rate, the noise floor or the report's prompt list."""
         for r in requests:
-            self.requests.setdefault(r.key(), r)
+            k = r.key()
+            if k not in self.requests:
+                self.requests[k] = r
+                if aux:
+                    self.aux.add(k)
+            elif not aux:
+                self.aux.discard(k)  # declared as a suite prompt too: it counts as one
+
+    def suite_keys(self) -> list[str]:
+        return [k for k in self.requests if k not in self.aux]
 
     def _pending(self) -> list[GenerationRequest]:
         return [r for k, r in self.requests.items() if k not in self.results["candidate"]]
@@ -205,9 +218,10 @@ class ParitySession:
         for handle, outs in self._both(lambda h: h.generate(pending, label="suite batch")):
             for r, c in zip(pending, outs):
                 self.results[handle.role][r.key()] = c
-        if self.cfg.noise_floor and len(pending) >= 2:
-            self._self_runs(pending)
-        self._score(pending)
+        suite = [r for r in pending if r.key() not in self.aux]
+        if self.cfg.noise_floor and len(suite) >= 2:
+            self._self_runs(suite)
+        self._score(suite)
 
     def _both(self, work: Callable[[EngineHandle], Any]) -> list[tuple[EngineHandle, Any]]:
         """Run ``work`` on both engines: at the same time when they sit on disjoint GPUs
@@ -240,7 +254,7 @@ class ParitySession:
 
     def _update_noise_floor(self) -> None:
         for role in ("reference", "candidate"):
-            keys = [k for k in self.requests if k in self.self_runs[role]]
+            keys = [k for k in self.suite_keys() if k in self.self_runs[role]]
             if keys:
                 sc = self_consistency([self.results[role][k] for k in keys], [self.self_runs[role][k] for k in keys])
                 self.noise_floor[role] = sc.to_dict()
@@ -285,17 +299,20 @@ class ParitySession:
                 self.register([request])
             self.run_pending()
         ref, cand = self.results["reference"][k], self.results["candidate"][k]
+        if k not in self.similarity and ref.ok and cand.ok and ref.text != cand.text:
+            self._score([self.requests[k]])  # an auxiliary request compared as a pair: score it now
         comp = compare_pair(ref, cand, self.similarity.get(k), policy or self.policy)
         return PairResult(request, ref, cand, comp, self.reference.name, self.candidate.name)
 
     def finished_results(self) -> list[PairResult]:
         """Results both engines produced, without running anything (for reports at the end)."""
-        return [self.result(r, run=False) for k, r in self.requests.items()
+        return [self.result(self.requests[k], run=False) for k in self.suite_keys()
                 if k in self.results["reference"] and k in self.results["candidate"]]
 
     def all_results(self, policy: Optional[EquivalencePolicy] = None) -> list[PairResult]:
+        """The suite prompts' results (auxiliary requests excluded)."""
         self.run_pending()
-        return [self.result(r, policy) for r in self.requests.values()]
+        return [self.result(self.requests[k], policy) for k in self.suite_keys()]
 
     def record(self, check: Check) -> None:
         self.checks.append(check)
