@@ -105,7 +105,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("engine_pair", "--engine-pair", "REF,CAND",
-           "the two engines to compare: names from --engine-config or inline kind[:target] "
+           "the two engines to compare (or one ENGINE with --parity-baseline): names from --engine-config or inline kind[:target] "
            "(vllm, hf, trtllm, openai:http://host:port/v1, vllm:/models/x); bare kinds use the "
            "embedded SmolLM2-135M-Instruct", _str),
     Option("engine_config", "--engine-config", "FILE", "TOML file defining named engines ([engines.NAME])", _str),
@@ -192,6 +192,7 @@ class ParityConfig:
     baseline_update: bool = False
     tasks: Optional[str] = None
     max_quality_drop: float = 1.0
+    single_engine: bool = False  # --engine-pair=ENGINE with --parity-baseline: one engine, as the candidate
     engines: dict = field(default_factory=dict)  # named engines from the config file
     rootdir: str = "."
 
@@ -253,7 +254,10 @@ def build_config(cli: dict[str, Any], ini: dict[str, Any], table: dict[str, Any]
             raise ConfigError("--parity-sla: latency checks are not available") from None
         cfg.sla_bounds = parse_sla(cfg.sla)
     if values["engine_pair"]:
-        cfg.engine_pair = parse_engine_pair(values["engine_pair"], engines)
+        from .baseline import expand_single_engine
+
+        raw, cfg.single_engine = expand_single_engine(values["engine_pair"], cfg.baseline)
+        cfg.engine_pair = parse_engine_pair(raw, engines, single=cfg.single_engine)
         for spec in cfg.engine_pair:
             spec.request_timeout = float(spec.request_timeout if spec.request_timeout != 600.0 else cfg.request_timeout)
             spec.start_timeout = float(spec.start_timeout if spec.start_timeout != 900.0 else cfg.start_timeout)
@@ -327,7 +331,7 @@ def parse_engines_table(engines: Any, where: str, base: Path) -> dict[str, Engin
     return out
 
 
-def parse_engine_pair(raw: str, named: dict[str, EngineSpec]) -> tuple[EngineSpec, EngineSpec]:
+def parse_engine_pair(raw: str, named: dict[str, EngineSpec], single: bool = False) -> tuple[EngineSpec, EngineSpec]:
     from .engines.registry import available_kinds
 
     parts = [p.strip() for p in str(raw).split(",")]
@@ -357,7 +361,7 @@ def parse_engine_pair(raw: str, named: dict[str, EngineSpec]) -> tuple[EngineSpe
             else:
                 spec = EngineSpec(kind=kind, target=target, name=item)
         specs.append(spec)
-    if specs[0].label == specs[1].label:
+    if specs[0].label == specs[1].label and not single:
         specs[0].name = f"{specs[0].label} (reference)"
         specs[1].name = f"{specs[1].label} (candidate)"
     return specs[0], specs[1]

@@ -169,8 +169,9 @@ class ParitySession:
         self.cfg = cfg
         self._notify = notify or (lambda msg: None)
         ref, cand = cfg.engine_pair
-        self.reference = EngineHandle("reference", ref, log_dir, self._notify)
         self.candidate = EngineHandle("candidate", cand, log_dir, self._notify)
+        # baseline-only mode: one engine, one worker, run as the candidate and seen on both sides
+        self.reference = self.candidate if cfg.single_engine else EngineHandle("reference", ref, log_dir, self._notify)
         self.policy = EquivalencePolicy(similarity_threshold=cfg.similarity, top_k=cfg.top_k,
                                         tie_tolerance=cfg.tie_tolerance)
         self.requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
@@ -208,16 +209,24 @@ class ParitySession:
     def _pending(self) -> list[GenerationRequest]:
         return [r for k, r in self.requests.items() if k not in self.results["candidate"]]
 
+    @property
+    def handles(self) -> list[EngineHandle]:
+        """The distinct engines: two, or one in baseline-only mode."""
+        return [self.candidate] if self.reference is self.candidate else [self.reference, self.candidate]
+
     def run_pending(self) -> None:
         """Send every declared, not-yet-run request to each engine as one batch."""
         pending = self._pending()
         if not pending:
             return
-        for handle in (self.reference, self.candidate):
+        for handle in self.handles:
             handle.ensure_started()  # a dead engine fails here, before the other does any work
         for handle, outs in self._both(lambda h: h.generate(pending, label="suite batch")):
             for r, c in zip(pending, outs):
                 self.results[handle.role][r.key()] = c
+        if self.reference is self.candidate:  # one engine: the same completions on both sides
+            for r in pending:
+                self.results["reference"][r.key()] = self.results["candidate"][r.key()]
         suite = [r for r in pending if r.key() not in self.aux]
         if self.cfg.noise_floor and len(suite) >= 2:
             self._self_runs(suite)
@@ -228,8 +237,8 @@ class ParitySession:
         (``devices`` in their config), else one after the other."""
         from .placement import schedule
 
-        handles = (self.reference, self.candidate)
-        self.schedule = schedule(self.reference.spec, self.candidate.spec)
+        handles = self.handles
+        self.schedule = schedule(self.reference.spec, self.candidate.spec) if len(handles) == 2 else "one engine"
         if self.schedule != "concurrent":
             return [(h, work(h)) for h in handles]
         from concurrent.futures import ThreadPoolExecutor
@@ -243,13 +252,15 @@ class ParitySession:
         order = list(pending)
         random.Random(self.cfg.seed + 1).shuffle(order)
         half = max(1, len(order) // 2)
-        for handle in (self.reference, self.candidate):
+        for handle in self.handles:
             outs: list[Completion] = []
             for part in (order[:half], order[half:]):
                 if part:
                     outs.extend(handle.generate(part, label="noise-floor batch"))
             for r, c in zip(order, outs):
                 self.self_runs[handle.role][r.key()] = c
+        if self.reference is self.candidate:
+            self.self_runs["reference"].update(self.self_runs["candidate"])
         self._update_noise_floor()
 
     def _update_noise_floor(self) -> None:
@@ -318,7 +329,7 @@ class ParitySession:
         self.checks.append(check)
 
     def close(self) -> None:
-        for h in (self.candidate, self.reference):
+        for h in self.handles[::-1]:
             try:
                 h.close()
             except Exception:  # closing must never mask the run's own outcome

@@ -4,16 +4,26 @@ It decodes with its own batched loop over the model's KV cache, so every request
 keeps its own stop rules (max_tokens, stop strings, stop token ids, EOS, min_tokens, ignore_eos),
 its own seeded sampler, and its own per-token timestamps. Semantics follow vLLM's where engines
 must agree: stop strings are cut from the text unless ``include_stop_str_in_output``, the stop
-token stays in ``token_ids``, ``stop_reason`` is the matched string or id (None for EOS), a prompt
-longer than ``max_model_len`` is rejected, and ``max_tokens`` beyond the room left ends with
-``finish_reason="length"``.
+token stays in ``token_ids``, ``stop_reason`` is the matched string or id (None for EOS), the stop
+string that completes earliest wins (ties: stop-list order), stop strings count only after
+``min_tokens`` tokens, ``truncate_prompt_tokens`` keeps the LAST k tokens, a prompt of
+``max_model_len`` tokens or more is rejected, and ``max_tokens`` beyond the room left ends with
+``finish_reason="length"``. (The truncation suite found each of these where this adapter first
+differed from vLLM 0.32; they are pinned by ``tests/test_truncation_e2e.py``.)
 
 Engine args (``[engines.X.args]`` or inline): ``dtype`` ("auto", "float32", "bfloat16", ...),
 ``device`` ("cpu", "cuda", default: cuda when available), ``max_model_len``, ``batch_size``
-(rows decoded together, default 32), and two deliberate degradations used to prove that the gate
+(rows decoded together, default 32), and deliberate degradations used to prove that the gate
 fails a broken candidate: ``perturb_weights`` (relative Gaussian noise added to every weight,
-seeded by ``perturb_seed``), and ``on_overlength = "truncate_left"`` (cut over-length prompts to
-their last ``max_model_len - 1`` tokens without an error, like TensorRT-LLM's legacy runner).
+seeded by ``perturb_seed``), ``on_overlength = "truncate_left"`` (cut over-length prompts to
+their last ``max_model_len - 1`` tokens without an error, like TensorRT-LLM's legacy runner), and
+``fault``, one of:
+
+- ``"leak_stop"``: a matched stop *string* stays in the text even when
+  ``include_stop_str_in_output`` is False (stop token ids are unaffected);
+- ``"extra_token"``: decodes up to ``max_tokens + 1`` tokens, so an output that would finish by
+  length carries one token more than asked (a real extra decode step; the room left in
+  ``max_model_len`` still caps it).
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from .base import EngineSpec, EngineSpecError, ProgressFn
 __all__ = ["HFEngine"]
 
 KNOWN_ARGS = {"dtype", "device", "max_model_len", "batch_size", "perturb_weights", "perturb_seed",
-              "on_overlength", "trust_remote_code"}
+              "on_overlength", "trust_remote_code", "fault"}
+FAULTS = ("leak_stop", "extra_token")  # deliberate faults (see the module docstring)
 
 
 def _check_model_dir(spec: EngineSpec) -> None:
@@ -51,6 +62,7 @@ class HFEngine:
         self.tokenizer: Any = None
         self.device: Any = None
         self.max_model_len: int = 0
+        self.fault: Optional[str] = spec.args.get("fault")
 
     @classmethod
     def validate(cls, spec: EngineSpec) -> None:
@@ -64,6 +76,11 @@ class HFEngine:
         mode = spec.args.get("on_overlength", "error")
         if mode not in ("error", "truncate_left"):
             raise EngineSpecError(f"engine {spec.label!r}: on_overlength must be 'error' or 'truncate_left', got {mode!r}")
+        fault = spec.args.get("fault")
+        if fault is not None and fault not in FAULTS:
+            raise EngineSpecError(
+                f"engine {spec.label!r}: fault must be one of {', '.join(repr(f) for f in FAULTS)}, got {fault!r}"
+            )
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> EngineInfo:
@@ -102,7 +119,8 @@ class HFEngine:
                      "device": str(self.device), "batch_size": int(args.get("batch_size", 32)),
                      "timing": "step clock in the worker (same origin for every request of a call)",
                      "perturb_weights": args.get("perturb_weights"),
-                     "on_overlength": args.get("on_overlength", "error")},
+                     "on_overlength": args.get("on_overlength", "error"),
+                     **({"fault": self.fault} if self.fault else {})},
         )
 
     def _perturb(self, scale: float, seed: int) -> None:
@@ -140,20 +158,23 @@ class HFEngine:
             ids = self._prompt_ids(req)
             warnings: list[str] = []
             if req.truncate_prompt_tokens is not None and len(ids) > req.truncate_prompt_tokens:
-                k = req.truncate_prompt_tokens
-                ids = ids[-k:] if getattr(self.tokenizer, "truncation_side", "right") == "left" else ids[:k]
-            if len(ids) > self.max_model_len or (len(ids) == self.max_model_len and req.max_tokens > 0):
+                # keep the LAST k tokens, as vLLM (0.32 forces truncation_side="left" for
+                # generation) and TensorRT-LLM do
+                ids = ids[-req.truncate_prompt_tokens:]
+            if len(ids) >= self.max_model_len:
+                # no room for a single output token: vLLM rejects a prompt of max_model_len tokens too
                 if self.spec.args.get("on_overlength") == "truncate_left":
                     ids = ids[-(self.max_model_len - 1):]
-                elif len(ids) > self.max_model_len:
+                else:
                     results[i] = Completion.failed(
                         f"This model's maximum context length is {self.max_model_len} tokens. However, your "
-                        f"prompt contains {len(ids)} input tokens, which exceeds this limit even without any "
-                        "output tokens. Please reduce the length of the input prompt.",
+                        f"prompt contains {len(ids)} input tokens, which leaves no room for output tokens. "
+                        "Please reduce the length of the input prompt.",
                         "ValueError", prompt_token_count=len(ids))
                     continue
             room = self.max_model_len - len(ids)
-            rows.append({"index": i, "req": req, "ids": ids, "budget": min(req.max_tokens, room),
+            asked = req.max_tokens + 1 if self.fault == "extra_token" else req.max_tokens
+            rows.append({"index": i, "req": req, "ids": ids, "budget": min(asked, room),
                          "warnings": warnings})
         total = len(requests)
         done = [sum(r is not None for r in results)]
@@ -281,7 +302,14 @@ class HFEngine:
     def _check_stop(self, req: GenerationRequest, st: dict[str, Any]) -> Optional[str]:
         tok = st["out"][-1]
         n_out = len(st["out"])
-        if n_out < req.min_tokens:  # vLLM checks no stop condition before min_tokens
+        if n_out <= req.min_tokens and req.min_tokens > 0:
+            # vLLM checks stop strings only once more than min_tokens tokens exist (EOS and stop
+            # token ids cannot occur before that: they are masked out of the logits)
+            if tok in req.stop_token_ids:
+                st["stop_reason"] = tok
+                return "stop"
+            if not req.ignore_eos and tok in self.eos_ids:
+                return "stop"
             return None
         if tok in req.stop_token_ids:
             st["stop_reason"] = tok
@@ -292,15 +320,18 @@ class HFEngine:
             text = self.tokenizer.decode(st["out"], skip_special_tokens=True)
             # only look where the newest token could have completed a stop string
             new_len = len(self.tokenizer.decode(st["out"][:-1], skip_special_tokens=True))
+            # as vLLM's check_stop_strings: the stop string that completes earliest wins, ties by
+            # the order of the stop list
             best = None
             for s in req.stop:
                 pos = text.find(s, max(0, new_len - len(s) + 1))
-                if pos != -1 and (best is None or pos < best[0]):
+                if pos != -1 and (best is None or pos + len(s) < best[0] + len(best[1])):
                     best = (pos, s)
             if best is not None:
                 pos, s = best
                 st["stop_reason"] = s
-                st["text_cut"] = text[: pos + len(s)] if req.include_stop_str_in_output else text[:pos]
+                keep = req.include_stop_str_in_output or self.fault == "leak_stop"
+                st["text_cut"] = text[: pos + len(s)] if keep else text[:pos]
                 return "stop"
         return None
 
