@@ -95,10 +95,12 @@ class EnginePair(LatencyChecks, TruncationChecks, QualityChecks, BaselineChecks)
         such forks stay rare enough is the suite-level ``assert_suite_equivalent`` gate."""
         res = self.run(request)
         c = res.comparison
-        both_rejected = not res.reference.ok and not res.candidate.ok and c.equivalent
-        hard = (res.reference.ok != res.candidate.ok) or (not res.reference.ok and not both_rejected) \
-            or bool(c.logprobs.failures) or (not c.exact and not c.logprobs.available
-                                             and self.policy.require_logprobs_close)
+        r_ok, c_ok = res.reference.ok, res.candidate.ok
+        if not r_ok or not c_ok:
+            hard = not c.equivalent  # one side failed, or both rejected it in different ways
+        else:
+            hard = bool(c.logprobs.failures) or (not c.exact and not c.logprobs.available
+                                                 and self.policy.require_logprobs_close)
         if hard:
             raise ParityMismatch(res.explain())
         return res

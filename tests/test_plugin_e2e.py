@@ -40,7 +40,7 @@ def test_correct_pair_passes_the_builtin_suite(pytester):
     rate = [c for c in steps["benchmark-parity"]["checks"] if c["name"] == "equivalence-rate"][0]
     assert rate["numbers"]["n"] >= 30 and rate["numbers"]["lower_bound"] >= 0.90
     # each engine started once; the first call carried every declared prompt and task item
-    declared = 30 + 27 + 150  # prompts/*.jsonl, the traffic sample, tasks/*.jsonl
+    declared = 30 + 40 + 150  # prompts/*.jsonl, the traffic sample, tasks/*.jsonl
     for e in doc["engines"]:
         assert e["starts"] == 1
         assert e["batches"][0]["label"] == "suite batch" and e["batches"][0]["requests"] >= declared

@@ -25,6 +25,20 @@ from .hf import _check_model_dir
 __all__ = ["VLLMEngine"]
 
 
+def _sampling_takes_truncation() -> bool:
+    """Whether this vLLM's SamplingParams still has ``truncate_prompt_tokens`` (0.25 does, 0.32
+    does not: there it is a tokenization kwarg of generate / add_request)."""
+    import inspect
+
+    from vllm import SamplingParams
+
+    try:
+        return "truncate_prompt_tokens" in inspect.signature(SamplingParams).parameters or \
+            "truncate_prompt_tokens" in getattr(SamplingParams, "__struct_fields__", ())
+    except (TypeError, ValueError):
+        return False
+
+
 class VLLMEngine:
     kind: ClassVar[str] = "vllm"
 
@@ -88,7 +102,11 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
+        extra = {}
+        if req.truncate_prompt_tokens and _sampling_takes_truncation():
+            extra["truncate_prompt_tokens"] = req.truncate_prompt_tokens  # vLLM <= 0.2x
         return SamplingParams(
+            **extra,
             n=1,
             temperature=req.temperature,
             top_p=req.top_p,
@@ -123,7 +141,9 @@ class VLLMEngine:
         for i, req in enumerate(requests):
             self._counter += 1
             rid = f"ep-{self._counter}"
-            tk = {"truncate_prompt_tokens": req.truncate_prompt_tokens} if req.truncate_prompt_tokens else None
+            # newer vLLM moved prompt truncation from SamplingParams to tokenization_kwargs
+            tk = ({"truncate_prompt_tokens": req.truncate_prompt_tokens}
+                  if req.truncate_prompt_tokens and not _sampling_takes_truncation() else None)
             try:
                 engine.add_request(rid, self._prompt(req), self._params(req), tokenization_kwargs=tk)
             except Exception as exc:  # vLLM validates per request: keep the rest of the batch
@@ -167,12 +187,20 @@ class VLLMEngine:
         times = a["times"]
         m = getattr(o, "metrics", None)
         engine_ttft = getattr(m, "first_token_latency", None) if m is not None else None
+        stop_reason, warnings = c.stop_reason, []
+        if isinstance(stop_reason, int) and stop_reason not in req.stop_token_ids:
+            # vLLM folds the model's extra EOS ids (generation_config) into stop_token_ids and
+            # then reports them as stop_reason; the request asked for none: it is an EOS stop
+            warnings.append(f"vLLM reported stop_reason {stop_reason} (a model EOS id) for an EOS stop; "
+                            "reported as None, like every other engine")
+            stop_reason = None
         return Completion(
+            warnings=warnings,
             text="".join(a["text"]),
             token_ids=a["ids"],
             token_texts=[self.tokenizer.decode([t]) for t in a["ids"]],
             finish_reason=c.finish_reason,
-            stop_reason=c.stop_reason,
+            stop_reason=stop_reason,
             logprobs=a["lps"] if req.logprobs is not None else None,
             prompt_token_count=len(o.prompt_token_ids) if o.prompt_token_ids is not None else None,
             timings=Timings(ttft=times[0] if times else None, e2e=times[-1] if times else None,
