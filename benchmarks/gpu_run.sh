@@ -13,10 +13,12 @@ t0=$(date +%s)
 $P suites/ --engine-pair=vllm-bf16,hf-bf16 --parity-report="$OUT/gpu-pass.json" --parity-html="$OUT/gpu-pass.html" \
    ${GPU_EXTRA:-} 2>&1 | tail -40 | tee "$OUT/gpu-pass.txt"
 echo "pass run: $(( $(date +%s) - t0 )) s"
+if [ "${GPU_DEGRADED:-1}" = 1 ]; then
 t0=$(date +%s)
 $P suites/test_semantic_parity.py --engine-pair=vllm-bf16,hf-degraded --parity-report="$OUT/gpu-degraded.json" \
    2>&1 | tail -25 | tee "$OUT/gpu-degraded.txt"
 echo "degraded run: $(( $(date +%s) - t0 )) s"
+fi
 if [ "${GPU_COST:-1}" = 1 ]; then
   python3 benchmarks/plugin_cost.py overhead --engine vllm-bf16 --engine-config benchmarks/gpu-engines.toml --max-tokens 64 --json "$OUT/gpu-overhead.json" 2>&1 | grep -v -i warn | tail -8
   python3 benchmarks/plugin_cost.py batching --engine vllm-bf16 --engine-config benchmarks/gpu-engines.toml --max-tokens 64 --json "$OUT/gpu-batching.json" 2>&1 | grep -v -i warn | tail -8
