@@ -43,12 +43,12 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
+from .atomic import atomic_write_text
 from .compare import EquivalencePolicy, PairComparison, compare_pair, render_divergence
 from .enginedir import CONFIG_FILE, EngineDirError, inspect_engine_dir
 from .fingerprint import (SIDECAR_FILE, Finding, SidecarError, check_engine_dir, compare_fingerprints,
@@ -162,47 +162,12 @@ def build_baseline(role: str, items: Sequence[tuple[GenerationRequest, Completio
     }
 
 
-def _file_mode(p: Path) -> int:
-    """The mode the baseline gets: the existing file's, else 0666 minus the umask (mkstemp's
-    0600 would hide a shared baseline from the rest of a team or CI)."""
-    try:
-        return p.stat().st_mode & 0o777
-    except OSError:
-        pass
-    try:  # Linux: read the umask without changing it (os.umask would, for every thread)
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_baseline(path: PathLike, doc: dict[str, Any]) -> Path:
     """Write ``doc`` to ``path`` atomically: a temp file in the same directory, flushed and
     fsynced, then ``os.replace``. An error mid-write leaves the previous file as it was (and no
     temp file); two writers at once leave one complete file, the last one's."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(doc, indent=1, ensure_ascii=False, default=str) + "\n"
-    mode = _file_mode(p)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return p
+    return atomic_write_text(path, text)
 
 
 @dataclass

@@ -21,12 +21,12 @@ import json
 import os
 import platform
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional, Union
 
+from .atomic import atomic_write_text
 from .enginedir import CONFIG_FILE, load_engine_config
 
 __all__ = [
@@ -432,21 +432,7 @@ def write_sidecar(engine_dir: PathLike, fingerprint: Optional[dict[str, Any]] = 
         "fingerprint": fingerprint if fingerprint is not None else machine_fingerprint(),
     }
     target = root / SIDECAR_FILE
-    fd, tmp = tempfile.mkstemp(prefix=f".{SIDECAR_FILE}.", suffix=".tmp", dir=root)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return target
+    return atomic_write_text(target, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def read_sidecar(engine_dir: PathLike) -> Optional[dict[str, Any]]:

@@ -7,7 +7,6 @@ fast on a machine without them.
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any, Iterator, Optional
 
 import pytest

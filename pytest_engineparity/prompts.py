@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 from .types import GenerationRequest
 
@@ -92,19 +92,17 @@ def request_from_body(body: Any, default_max_tokens: int = 64, where: str = "req
         raise PromptFileError(f"{where}: {exc}") from None
 
 
-def load_prompts(path: str | Path, default_max_tokens: int = 64) -> list[GenerationRequest]:
-    """Read a JSONL prompt file. Blank lines and lines starting with ``//`` are skipped."""
-    p = Path(path)
-    if not p.is_file():
-        raise PromptFileError(f"prompt file {str(path)!r} does not exist")
+def iter_jsonl(p: Path, error: type = ValueError) -> Iterator[tuple[int, str, Any]]:
+    """(line number, "file:line", parsed value) for each JSON line of ``p``; a UTF-8 BOM, CRLF,
+    blank lines and ``//`` comment lines are accepted. Bad bytes or JSON raise ``error`` naming
+    the file and line."""
     raw = p.read_bytes()
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise PromptFileError(f"{p}: not UTF-8 ({exc})") from None
-    out: list[GenerationRequest] = []
+        raise error(f"{p}: not UTF-8 ({exc})") from None
     for n, line in enumerate(text.splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("//"):
@@ -114,7 +112,17 @@ def load_prompts(path: str | Path, default_max_tokens: int = 64) -> list[Generat
             body = json.loads(s)
         except (json.JSONDecodeError, RecursionError) as exc:
             msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            raise PromptFileError(f"{where}: not valid JSON ({msg})") from None
+            raise error(f"{where}: not valid JSON ({msg})") from None
+        yield n, where, body
+
+
+def load_prompts(path: str | Path, default_max_tokens: int = 64) -> list[GenerationRequest]:
+    """Read a JSONL prompt file. Blank lines and lines starting with ``//`` are skipped."""
+    p = Path(path)
+    if not p.is_file():
+        raise PromptFileError(f"prompt file {str(path)!r} does not exist")
+    out: list[GenerationRequest] = []
+    for n, where, body in iter_jsonl(p, PromptFileError):
         req = request_from_body(body, default_max_tokens, where)
         if req.id is None:
             req = req.replace(id=f"{p.stem}:{n}")

@@ -50,12 +50,11 @@ import json
 import math
 import os
 import re
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
-from .prompts import PromptFileError, request_from_body
+from .prompts import PromptFileError, iter_jsonl, request_from_body
 from .types import Completion, GenerationRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -444,26 +443,10 @@ def load_tasks(path: Union[str, Path], default_max_tokens: int = 64) -> list[Tas
         return _merge([ts for f in files for ts in load_tasks(f, default_max_tokens)])
     if not p.is_file():
         raise TaskFileError(f"task file {str(path)!r} does not exist")
-    raw = p.read_bytes()
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise TaskFileError(f"{p}: not UTF-8 ({exc})") from None
     sets: dict[str, TaskSet] = {}
     ids: dict[tuple[str, str], str] = {}
     keys: dict[tuple[str, str], str] = {}
-    for n, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s or s.startswith("//"):
-            continue
-        where = f"{p}:{n}"
-        try:
-            body = json.loads(s)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-            raise TaskFileError(f"{where}: not valid JSON ({msg})") from None
+    for n, where, body in iter_jsonl(p, TaskFileError):
         item = parse_task_line(body, where, p.stem, f"{p.stem}:{n}", default_max_tokens, p.parent)
         if (item.task, item.id) in ids:
             raise TaskFileError(f"{where}: duplicate id {item.id!r} in task {item.task!r} "

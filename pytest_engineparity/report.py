@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import html
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .atomic import atomic_write_text
 from .config import MIGRATION_STEPS
 
 __all__ = ["SCHEMA_VERSION", "StepVerdict", "build_steps", "overall_verdict", "terminal_lines",
@@ -94,24 +93,6 @@ def terminal_lines(steps: Sequence[StepVerdict], verdict: tuple[str, str], width
         out.append(f"{head}  {tail}".rstrip())
     out.append(f"overall: {verdict[0].upper()} ({verdict[1]})")
     return out
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def schema() -> dict[str, Any]:

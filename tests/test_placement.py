@@ -2,7 +2,6 @@
 the engine dir's tp_size, and concurrent batches on disjoint devices."""
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path

@@ -1,0 +1,51 @@
+"""One atomic file writer for every file the plugin writes (reports, baselines, build sidecars).
+
+Temp file in the same directory, flushed and fsynced, then ``os.replace``: a crash or an error
+mid-write leaves the previous file intact and no temp file behind; two writers at once leave one
+complete file. The result keeps the existing file's mode, else 0666 minus the umask (mkstemp's
+0600 would hide a shared baseline or report from the rest of a team or CI).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Union
+
+__all__ = ["atomic_write_text", "file_mode"]
+
+
+def file_mode(p: Path) -> int:
+    try:
+        return p.stat().st_mode & 0o777
+    except OSError:
+        pass
+    try:  # Linux: read the umask without changing it (os.umask would, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o644
+
+
+def atomic_write_text(path: Union[str, "os.PathLike[str]"], text: str) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    mode = file_mode(p)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return p
