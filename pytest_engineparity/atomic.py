@@ -8,12 +8,13 @@ complete file. The result keeps the existing file's mode, else 0666 minus the um
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Union
+from typing import Any, Callable, Union
 
-__all__ = ["atomic_write_text", "file_mode"]
+__all__ = ["atomic_write_text", "file_mode", "read_json_object"]
 
 
 def file_mode(p: Path) -> int:
@@ -49,3 +50,20 @@ def atomic_write_text(path: Union[str, "os.PathLike[str]"], text: str) -> Path:
             pass
         raise
     return p
+
+
+def read_json_object(path: Path, error: Callable[[Path, str], Exception], corrupt_hint: str) -> dict[str, Any]:
+    """The JSON object stored in ``path``; ``error(path, message)`` for a file that cannot be read,
+    is not JSON (``corrupt_hint`` says what to do) or holds something other than an object."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(path, f"cannot be read: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(path, f"is corrupt (not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno});"
+                          f" {corrupt_hint}") from None
+    if not isinstance(doc, dict):
+        raise error(path, f"must hold a JSON object, found {type(doc).__name__}")
+    return doc

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, read_json_object
 from .compare import EquivalencePolicy, PairComparison, compare_pair, render_divergence
 from .enginedir import CONFIG_FILE, EngineDirError, inspect_engine_dir
 from .fingerprint import (SIDECAR_FILE, Finding, SidecarError, check_engine_dir, compare_fingerprints,
@@ -215,17 +215,7 @@ def load_baseline(path: PathLike) -> Baseline:
     if not p.exists():
         raise BaselineError(p, f"no baseline here: record one with {UPDATE_HINT} "
                                f"(pytest --parity-baseline={p.parent.parent} {UPDATE_HINT} ...)")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BaselineError(p, f"cannot be read: {exc}") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BaselineError(p, f"is corrupt (not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno});"
-                               f" rewrite it with {UPDATE_HINT}") from None
-    if not isinstance(doc, dict):
-        raise BaselineError(p, f"must hold a JSON object, found {type(doc).__name__}")
+    doc = read_json_object(p, BaselineError, f"rewrite it with {UPDATE_HINT}")
     if doc.get("format") != BASELINE_FORMAT:
         raise BaselineError(p, f"is not a pytest-engineparity baseline (expected \"format\": "
                                f"\"{BASELINE_FORMAT}\", found {doc.get('format')!r})")

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional, Union
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, read_json_object
 from .enginedir import CONFIG_FILE, load_engine_config
 
 __all__ = [
@@ -444,17 +444,7 @@ def read_sidecar(engine_dir: PathLike) -> Optional[dict[str, Any]]:
     path = Path(engine_dir) / SIDECAR_FILE
     if not path.exists():
         return None
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SidecarError(path, f"cannot be read: {exc}") from exc
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SidecarError(path, f"is corrupt (not valid JSON: {exc.msg} at line {exc.lineno} column"
-                                 f" {exc.colno}); delete it and run write_sidecar on the build machine") from None
-    if not isinstance(doc, dict):
-        raise SidecarError(path, f"must hold a JSON object, found {type(doc).__name__}")
+    doc = read_json_object(path, SidecarError, "delete it and run write_sidecar on the build machine")
     version = doc.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise SidecarError(path, f"has no integer 'schema_version' (found {version!r})")

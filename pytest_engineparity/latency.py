@@ -866,6 +866,16 @@ def option_given(pytestconfig: Any, dest: str) -> bool:
 # the EnginePair mixin
 
 
+def _failure_text(head: str, results: Sequence[Any], others_label: str) -> str:
+    """The failed results under ``head``, then every other result with its verdict."""
+    lines = [head] + [f"  - {r.message}" for r in results if r.verdict == "fail"]
+    rest = [r for r in results if r.verdict != "fail"]
+    if rest:
+        lines.append(others_label)
+        lines += [f"  - [{r.verdict}] {r.message}" for r in rest]
+    return "\n".join(lines)
+
+
 class LatencyChecks:
     """Mixin for EnginePair: ``latency_samples()``, ``assert_latency_sla()``, ``assert_no_slowdown()``.
 
@@ -927,14 +937,9 @@ class LatencyChecks:
             sec["sla"].append(numbers)
         failed = [r for r in results if r.verdict == "fail"]
         if failed:
-            lines = [f"latency SLA missed by {lat.role} {lat.name!r}: {len(failed)} of {len(results)} bound(s) "
-                     f"surely missed ({conf * 100:g}% CI wholly beyond the bound)"]
-            lines += [f"  - {r.message}" for r in failed]
-            rest = [r for r in results if r.verdict != "fail"]
-            if rest:
-                lines.append("other bounds:")
-                lines += [f"  - [{r.verdict}] {r.message}" for r in rest]
-            raise ParityMismatch("\n".join(lines))
+            raise ParityMismatch(_failure_text(
+                f"latency SLA missed by {lat.role} {lat.name!r}: {len(failed)} of {len(results)} bound(s) "
+                f"surely missed ({conf * 100:g}% CI wholly beyond the bound)", results, "other bounds:"))
         return results
 
     def assert_no_slowdown(self, max_ratio: Optional[float] = None, metrics: Sequence[str] = SLOWDOWN_METRICS,
@@ -959,14 +964,9 @@ class LatencyChecks:
         sec["max_slowdown"] = ratio
         failed = [r for r in results if r.verdict == "fail"]
         if failed:
-            lines = [f"candidate {m.candidate.name!r} is slower than reference {m.reference.name!r} beyond "
-                     f"{ratio:.2f}x on {len(failed)} of {len(results)} statistic(s):"]
-            lines += [f"  - {r.message}" for r in failed]
-            rest = [r for r in results if r.verdict != "fail"]
-            if rest:
-                lines.append("other statistics:")
-                lines += [f"  - [{r.verdict}] {r.message}" for r in rest]
-            raise ParityMismatch("\n".join(lines))
+            raise ParityMismatch(_failure_text(
+                f"candidate {m.candidate.name!r} is slower than reference {m.reference.name!r} beyond "
+                f"{ratio:.2f}x on {len(failed)} of {len(results)} statistic(s):", results, "other statistics:"))
         return results
 
 
