@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pytest_engineparity.stats import default_min_samples, regression_verdict  # noqa: E402
+from pytest_engineparity.checks.stats import default_min_samples, regression_verdict  # noqa: E402
 
 __all__ = ["Cell", "CellResult", "simulate_cell", "main"]
 

@@ -56,7 +56,7 @@ def raw_generate(engine: str, engine_config: str | None, n: int, max_tokens: int
     from pytest_engineparity.config import EMBEDDED
     from pytest_engineparity.models import embedded_model_dir
     from pytest_engineparity.types import GenerationRequest
-    from pytest_engineparity.workerclient import EngineWorker
+    from pytest_engineparity.runtime.client import EngineWorker
 
     spec = _engine_spec(engine, engine_config)
     if spec.target == EMBEDDED:
@@ -148,8 +148,8 @@ def cmd_batching(a: argparse.Namespace) -> dict:
 def cmd_semantic(a: argparse.Namespace) -> dict:
     import numpy as np
 
-    from pytest_engineparity.compare import EquivalencePolicy, compare_pair
-    from pytest_engineparity.semantic import SemanticScorer
+    from pytest_engineparity.checks.compare import EquivalencePolicy, compare_pair
+    from pytest_engineparity.checks.semantic import SemanticScorer
     from pytest_engineparity.types import Completion
 
     ps = prompts(a.n)

@@ -32,7 +32,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"engineparity: {exc}", file=sys.stderr)
             return 2
         return 0
-    from .fingerprint import check_engine_dir, machine_fingerprint, write_sidecar
+    from .runtime.fingerprint import check_engine_dir, machine_fingerprint, write_sidecar
 
     if not args.engine_dir:
         print(json.dumps(machine_fingerprint(), indent=2, default=str))

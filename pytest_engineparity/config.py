@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .engines.base import EngineSpec
+from .errors import ConfigError
 
 __all__ = ["ConfigError", "ParityConfig", "OPTIONS", "parse_engine_pair", "load_engine_config",
            "MIGRATION_STEPS", "EMBEDDED"]
@@ -27,20 +28,15 @@ __all__ = ["ConfigError", "ParityConfig", "OPTIONS", "parse_engine_pair", "load_
 MIGRATION_STEPS = ("stable-model", "staging-compile", "benchmark-parity", "canary", "cutover")
 EMBEDDED = "<embedded>"  # target placeholder: the embedded default model, prepared at engine start
 
-# defaults for bare kinds on the embedded model (a 2,048-token context on every engine)
-EMBEDDED_ARGS = {
-    "hf": {"max_model_len": 2048, "dtype": "float32"},
-    "vllm": {"max_model_len": 2048, "enforce_eager": True, "dtype": "float32"},
-    # (vLLM-CPU picks bfloat16 for "auto"; the embedded pair compares like with like in fp32)
-    "trtllm": {},
-}
-INLINE_KINDS_WITH_URL = {"openai"}
 ENGINE_KEYS = {"kind", "model", "engine_dir", "target", "base_url", "tokenizer", "python", "args",
                "api_key_env", "env", "start_timeout", "request_timeout", "devices"}
 
 
-class ConfigError(ValueError):
-    """A bad option, ini value or config file entry; the message names it."""
+def _caps(kind: str) -> Any:
+    """The adapter's declared capabilities (config asks them, never a kind name)."""
+    from .engines.registry import capabilities_of
+
+    return capabilities_of(kind)
 
 
 def _float(name: str, lo: float, hi: float, lo_open: bool = False):
@@ -77,6 +73,15 @@ def _bool(name: str):
         if s in ("0", "false", "no", "off"):
             return False
         raise ConfigError(f"{name}: expected true/false, got {raw!r}")
+    return parse
+
+
+def _choice(name: str, choices: tuple):
+    def parse(raw: Any) -> str:
+        v = str(raw).strip().lower()
+        if v not in choices:
+            raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {raw!r}")
+        return v
     return parse
 
 
@@ -146,10 +151,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("sla", "--parity-sla", "BOUNDS",
            'latency bounds, e.g. "ttft_p99<=500ms,tpot_p50<=40ms,e2e_p99<=8s,throughput>=100tok/s"', _str),
     Option("max_slowdown", "--parity-max-slowdown", "RATIO",
-           "fail when candidate/reference latency is surely above RATIO (default: 1.10)",
-           _float("--parity-max-slowdown", 1.0, 100.0), 1.10),
+           "opt-in: the slowdown check runs only when this is given (e.g. 1.10); it fails when "
+           "candidate/reference latency is surely above RATIO", _float("--parity-max-slowdown", 1.0, 100.0), 1.10),
     Option("latency_runs", "--parity-latency-runs", "N",
-           "repeat the latency batch N times for more samples (default: 1)", _int("--parity-latency-runs", 1), 1),
+           "timed runs per engine; run-to-run variation is judged by resampling whole runs (default: 3)",
+           _int("--parity-latency-runs", 1), 3),
     Option("warmup", "--parity-warmup", "N",
            "warm-up requests per engine before latency samples, excluded from them (default: 2)",
            _int("--parity-warmup", 0), 2),
@@ -160,8 +166,18 @@ OPTIONS: tuple[Option, ...] = (
            False, flag_only=True),
     Option("tasks", "--parity-tasks", "FILE.jsonl", "labelled tasks scored right/wrong on each engine", _str),
     Option("max_quality_drop", "--parity-max-quality-drop", "POINTS",
-           "largest accuracy drop (percentage points) still 'equivalent' (default: 1)",
-           _float("--parity-max-quality-drop", 0.0, 100.0), 1.0),
+           "largest accuracy drop (percentage points) still 'equivalent' (default: 3; the built-in 300 "
+           "items can show it for an identical pair)", _float("--parity-max-quality-drop", 0.0, 100.0), 3.0),
+    Option("alpha", "--parity-alpha", "ALPHA",
+           "family-wise false-alarm budget of the whole run: each statistical fail decision gets "
+           "ALPHA / --parity-gates (default: 0.05)", _float("--parity-alpha", 0.0, 0.5, lo_open=True), 0.05),
+    Option("gates", "--parity-gates", "N",
+           "statistical gates the alpha budget is split over; the report says how many ran (default: 10)",
+           _int("--parity-gates", 1), 10),
+    Option("inconclusive", "--parity-inconclusive", "block|pass",
+           "what an inconclusive verdict does to the exit status: block (exit 1, verdict INCONCLUSIVE, "
+           "default) or pass (exit 0; the report still says INCONCLUSIVE)", _choice("--parity-inconclusive", ("block", "pass")),
+           "block"),
 )
 
 
@@ -186,15 +202,23 @@ class ParityConfig:
     sla: Optional[str] = None
     sla_bounds: list = field(default_factory=list)  # parsed by latency.parse_sla
     max_slowdown: float = 1.10
-    latency_runs: int = 1
+    latency_runs: int = 3
     warmup: int = 2
     baseline: Optional[str] = None
     baseline_update: bool = False
     tasks: Optional[str] = None
-    max_quality_drop: float = 1.0
+    max_quality_drop: float = 3.0
+    alpha: float = 0.05
+    gates: int = 10
+    inconclusive: str = "block"
     single_engine: bool = False  # --engine-pair=ENGINE with --parity-baseline: one engine, as the candidate
     engines: dict = field(default_factory=dict)  # named engines from the config file
     rootdir: str = "."
+
+    @property
+    def alpha_per_decision(self) -> float:
+        """The alpha share of one statistical fail decision (Bonferroni over ``gates``)."""
+        return self.alpha / self.gates
 
     @property
     def active(self) -> bool:
@@ -248,20 +272,39 @@ def build_config(cli: dict[str, Any], ini: dict[str, Any], table: dict[str, Any]
         engines.update(load_engine_config(cfg.engine_config, Path(rootdir)))
     cfg.engines = engines
     if cfg.sla:
-        try:
-            from .latency import parse_sla
-        except ImportError:  # pragma: no cover - the module ships with the package
-            raise ConfigError("--parity-sla: latency checks are not available") from None
+        from .sla import parse_sla
+
         cfg.sla_bounds = parse_sla(cfg.sla)
     if values["engine_pair"]:
-        from .baseline import expand_single_engine
-
         raw, cfg.single_engine = expand_single_engine(values["engine_pair"], cfg.baseline)
         cfg.engine_pair = parse_engine_pair(raw, engines, single=cfg.single_engine)
         for spec in cfg.engine_pair:
-            spec.request_timeout = float(spec.request_timeout if spec.request_timeout != 600.0 else cfg.request_timeout)
-            spec.start_timeout = float(spec.start_timeout if spec.start_timeout != 900.0 else cfg.start_timeout)
+            # an engine table's own value wins, even when it equals the default (600 s stays 600 s)
+            if "request_timeout" not in spec.explicit:
+                spec.request_timeout = float(cfg.request_timeout)
+            if "start_timeout" not in spec.explicit:
+                spec.start_timeout = float(cfg.start_timeout)
     return cfg
+
+
+def expand_single_engine(raw: str, baseline: Optional[str]) -> tuple[str, bool]:
+    """``--engine-pair`` with one engine: allowed only with ``--parity-baseline`` (the
+    post-driver-update check compares that engine with its own saved baseline).
+
+    Returns (the REF,CAND string to parse, single): ``("trtllm:/e", "bl")`` ->
+    ``("trtllm:/e,trtllm:/e", True)``; a two-engine value comes back unchanged with ``False``.
+    Raises ``config.ConfigError`` for one engine without a baseline.
+    """
+    parts = [p.strip() for p in str(raw).split(",")]
+    if len(parts) != 1:
+        return raw, False
+    if not parts[0]:
+        raise ConfigError(f"--engine-pair: expected REF,CAND, got {raw!r}")
+    if not baseline:
+        raise ConfigError(f"--engine-pair: expected REF,CAND (two engines separated by one comma), got {raw!r};"
+                          " one engine alone needs --parity-baseline=DIR (the post-driver-update check compares"
+                          " it with its saved baseline)")
+    return f"{parts[0]},{parts[0]}", True
 
 
 def load_engine_config(path: str, rootdir: Path) -> dict[str, EngineSpec]:
@@ -312,7 +355,7 @@ def parse_engines_table(engines: Any, where: str, base: Path) -> dict[str, Engin
 
         spec = EngineSpec(
             kind=kind,
-            target=resolve(target) if kind not in INLINE_KINDS_WITH_URL else target,
+            target=target if _caps(kind).url_target else resolve(target),
             name=name,
             tokenizer=resolve(entry.get("tokenizer")),
             python=entry.get("python"),
@@ -324,9 +367,11 @@ def parse_engines_table(engines: Any, where: str, base: Path) -> dict[str, Engin
         for key in ("start_timeout", "request_timeout"):
             if key in entry:
                 spec.__setattr__(key, _float(f"{ctx} {key}", 1.0, 86400.0)(entry[key]))
-        if target is None and kind in EMBEDDED_ARGS:
+                spec.explicit.append(key)
+        embedded = _caps(kind).embedded_args
+        if target is None and embedded is not None:
             spec.target = EMBEDDED
-            spec.args = {**EMBEDDED_ARGS[kind], **spec.args}
+            spec.args = {**embedded, **spec.args}
         out[name] = spec
     return out
 
@@ -355,9 +400,11 @@ def parse_engine_pair(raw: str, named: dict[str, EngineSpec], single: bool = Fal
             if sep and not target:
                 raise ConfigError(f"--engine-pair: {item!r} has an empty target after ':'")
             if not target:
-                if kind not in EMBEDDED_ARGS:
-                    raise ConfigError(f"--engine-pair: {kind!r} needs a target, e.g. {kind}:http://127.0.0.1:8000/v1")
-                spec = EngineSpec(kind=kind, target=EMBEDDED, name=kind, args=dict(EMBEDDED_ARGS[kind]))
+                embedded = _caps(kind).embedded_args
+                if embedded is None:
+                    example = "http://127.0.0.1:8000/v1" if _caps(kind).url_target else "/path/to/model"
+                    raise ConfigError(f"--engine-pair: {kind!r} needs a target, e.g. {kind}:{example}")
+                spec = EngineSpec(kind=kind, target=EMBEDDED, name=kind, args=dict(embedded))
             else:
                 spec = EngineSpec(kind=kind, target=target, name=item)
         specs.append(spec)

@@ -68,7 +68,7 @@ def pytest_configure(config: pytest.Config) -> None:
         except PromptFileError as exc:
             raise pytest.UsageError(f"--parity-prompts: {exc}") from None
     if cfg.tasks:
-        from .quality import TaskFileError, load_tasks
+        from .checks.quality import TaskFileError, load_tasks
 
         try:
             load_tasks(cfg.tasks if os.path.isabs(cfg.tasks) or os.path.exists(cfg.tasks)
@@ -160,6 +160,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
     report = yield
+    excinfo = call.excinfo
+    if excinfo is not None and report.failed:
+        from .errors import EngineError, EngineUnavailable
+
+        if excinfo.errisinstance(EngineUnavailable):
+            report.longrepr = f"{excinfo.typename}: {excinfo.value}"  # one line: the full report is above
+        if excinfo.errisinstance((EngineError, EngineUnavailable)):
+            # nothing more can be compared: stop, rather than fail every later test one by one
+            item.session.shouldstop = f"engine unavailable: {str(excinfo.value).splitlines()[0]}"
     step = item.stash.get(_ITEM_STEP, None)
     if step is None:
         return report
@@ -175,10 +184,43 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             crash = getattr(report.longrepr, "reprcrash", None)
             detail = crash.message if crash is not None else str(report.longrepr)
             detail = detail.splitlines()[0] if detail else ""
-        from .session import Check
+            if call.excinfo is not None and isinstance(call.excinfo.value, AssertionError):
+                detail = str(call.excinfo.value).splitlines()[0] if str(call.excinfo.value) else detail
+        from .checks.verdicts import Check
 
         item.config.stash[_CHECKS].append(Check(step, item.nodeid, verdict, detail[:500], {}, item.nodeid))
     return report
+
+
+_ENGINE_FIXTURES = {"engine_pair", "parity_results", "reference_engine", "candidate_engine"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """Pre-flight: with --engine-pair, start both engines before the first test that needs them,
+    so an engine that cannot start is reported once, in full, at the top."""
+    ps = session.config.stash.get(_SESSION, None)
+    if ps is None or session.config.option.collectonly:
+        return
+    # staging-compile checks an engine dir against this machine without starting anything
+    if not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ())) and i.stash.get(_ITEM_STEP, None) != "staging-compile"
+               for i in session.items):
+        return
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    for h in ps.handles:
+        h.reported_at = None
+    errors = ps.start_engines()
+    for h in ps.handles:
+        if h.error is not None:
+            h.reported_at = "in the engine pre-flight at the top of this run"
+    if errors and tr is not None:
+        tr.section("engine parity: an engine could not start", sep="!", red=True)
+        for err in errors:
+            tr.write_line(str(err), red=True)
+        tr.write_line("What to do next: check the engine's target (model dir, engine dir or URL) and its "
+                      "interpreter (`python = ...` in --engine-config); run `engineparity prepare-model` for the "
+                      "embedded model; the log tail above is the engine's own output. No parity test can run "
+                      "until both engines start.")
 
 
 def _psession(request: pytest.FixtureRequest) -> Any:
@@ -198,6 +240,8 @@ def engine_pair(request: pytest.FixtureRequest) -> Any:
     node = request.node
     step = node.stash.get(_ITEM_STEP, None)
     node.user_properties.append(("migration_step", step or ""))
+    for h in ps.handles:  # where an engine failure is first shown in full, for later one-liners
+        h.current_place = lambda nodeid=node.nodeid: f"at {nodeid}"
     return EnginePair(ps, make_recorder(ps, step, node.nodeid), properties=node.user_properties)
 
 
@@ -230,48 +274,6 @@ def parity_results(engine_pair: Any) -> list:
     return engine_pair.results()
 
 
-def _report_doc(config: pytest.Config) -> Optional[dict]:
-    from .report import SCHEMA_VERSION, build_steps, overall_verdict
-
-    ps = config.stash.get(_SESSION, None)
-    if ps is None:
-        return None
-    checks = list(config.stash[_CHECKS]) + list(ps.checks)
-    steps = build_steps(checks)
-    verdict, reason = overall_verdict(steps)
-    prompts = []
-    for res in ps.finished_results():
-        d = res.to_dict()
-        d["explain"] = "" if res.comparison.exact else res.explain()
-        prompts.append(d)
-    try:
-        from .fingerprint import machine_fingerprint
-
-        env = machine_fingerprint()
-    except Exception as exc:  # the report must still be written
-        env = {"error": f"fingerprint failed: {exc}"}
-    cfg = ps.cfg
-    n = len(prompts)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "verdict": verdict,
-        "reason": reason,
-        "steps": [s.to_dict() for s in steps],
-        "engines": [h.describe() for h in ps.handles],
-        "environment": env,
-        "settings": {"min_equivalence": cfg.min_equivalence, "confidence": cfg.confidence,
-                     "similarity": cfg.similarity, "top_k": cfg.top_k, "tie_tolerance": cfg.tie_tolerance, "noise_floor": cfg.noise_floor,
-                     "prompts_file": cfg.prompts, "sample": cfg.sample, "seed": cfg.seed},
-        "summary": {"prompts": n, "exact": sum(p["comparison"]["exact"] for p in prompts),
-                    "equivalent": sum(p["comparison"]["equivalent"] for p in prompts),
-                    "noise_floor": ps.noise_floor, "single_calls": ps.single_calls,
-                    "schedule": ps.schedule,
-                    "similarity_seconds": ps.timings["similarity_s"]},
-        "prompts": prompts,
-        **ps.sections,
-    }
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
@@ -280,7 +282,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     try:
         try:
-            doc = _report_doc(config)
+            from .report import build_document
+
+            doc = build_document(ps, list(config.stash[_CHECKS]) + list(ps.checks))
         except Exception as exc:  # report the failure itself rather than crash pytest's summary
             doc = None
             tr = config.pluginmanager.get_plugin("terminalreporter")
@@ -297,8 +301,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 write_json(cfg.report, doc)
             if cfg.html:
                 write_html(cfg.html, doc)
-            if doc["verdict"] == "fail" and any(s["verdict"] == "fail" for s in doc["steps"]) \
-                    and session.exitstatus == 0:
+            if doc["exit_blocks"] and session.exitstatus == 0:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
     finally:
         ps.close()
@@ -323,15 +326,18 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                   + "".join(f", {r} noise floor {d['n_exact']}/{d['n']}" for r, d in sm["noise_floor"].items()))
     verdicts = [None] + [s["verdict"] for s in doc["steps"]] + [doc["verdict"]]
     for v, line in zip(verdicts, _table(doc)):
-        tr.write_line(line, red=v == "fail", green=v == "pass")
+        tr.write_line(line, red=v == "fail", green=v == "pass", yellow=v == "inconclusive")
+    ec = doc.get("error_control") or {}
+    if ec:
+        tr.write_line(f"false-alarm control: {ec['note']}")
+    if doc["verdict"] == "inconclusive":
+        tr.write_line("INCONCLUSIVE is not a failure of the candidate: no difference was shown, and not enough "
+                      "evidence to pass. " + ("It blocks (exit 1) under --parity-inconclusive=block."
+                                             if doc["exit_blocks"] else "It does not block (--parity-inconclusive=pass)."),
+                      yellow=True)
 
 
 def _table(doc: dict) -> list[str]:
-    from .report import terminal_lines
+    from .report import terminal_table
 
-    class _S:  # adapt the JSON rows to the table renderer
-        def __init__(self, d: dict):
-            self.step, self.verdict = d["step"], d["verdict"].upper()
-            self.passed, self.failed, self.worst = d["passed"], d["failed"], d["worst"]
-
-    return terminal_lines([_S(s) for s in doc["steps"]], (doc["verdict"], doc["reason"]))  # type: ignore[arg-type]
+    return terminal_table(doc)

@@ -11,35 +11,20 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar
 
-from .compare import EquivalencePolicy, PairComparison, compare_pair, render_divergence, self_consistency
+from .checks.compare import EquivalencePolicy, PairComparison, compare_pair, render_divergence, self_consistency
 from .config import EMBEDDED, ParityConfig
 from .engines.base import EngineSpec
+from .checks.verdicts import Check
+from .errors import EngineUnavailable, ParityMismatch
 from .types import Completion, EngineInfo, GenerationRequest
-from .workerclient import EngineError, EngineWorker
+from .runtime.client import EngineError, EngineWorker
 
-__all__ = ["ParitySession", "PairResult", "ParityMismatch", "Check", "EngineHandle"]
+T = TypeVar("T")
 
-
-class ParityMismatch(AssertionError):
-    """A parity assertion failed; the message explains itself (prompt, aligned outputs, logprobs)."""
-
-
-@dataclass
-class Check:
-    """One named check with its verdict, in one migration step."""
-
-    step: Optional[str]
-    name: str
-    verdict: str  # "pass" | "fail" | "skip" | "error" | "warn" | "inconclusive"
-    detail: str = ""
-    numbers: dict = field(default_factory=dict)
-    nodeid: Optional[str] = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "verdict": self.verdict, "detail": self.detail,
-                "numbers": self.numbers, "nodeid": self.nodeid}
+__all__ = ["ParitySession", "PairResult", "ParityMismatch", "Check", "EngineHandle", "EngineView", "SessionContext"]
 
 
 @dataclass
@@ -93,6 +78,8 @@ class EngineHandle:
         self.pids: list[int] = []  # every worker process this handle started (for orphan checks)
         self.starts = 0
         self.batches: list[dict[str, Any]] = []  # one entry per generate() call
+        self.reported_at: Optional[str] = None  # where the first failure was shown in full
+        self.current_place: Callable[[], str] = lambda: "above"
 
     @property
     def info(self) -> Optional[EngineInfo]:
@@ -100,7 +87,9 @@ class EngineHandle:
 
     def ensure_started(self) -> EngineWorker:
         if self.error is not None:
-            raise self.error  # a dead engine fails every test that needs it, fast and loudly
+            # already reported in full once: a fresh one-line error every later time (re-raising the
+            # same exception object would grow its traceback with every test that needs the engine)
+            raise EngineUnavailable(self.name, self.error, self.reported_at or "above")
         if self.worker is None:
             if self.spec.target == EMBEDDED:
                 from .models import embedded_model_dir
@@ -112,7 +101,7 @@ class EngineHandle:
             try:
                 worker.start()
             except EngineError as exc:
-                self.error = exc
+                self._fail(exc)
                 raise
             finally:
                 if worker.last_pid is not None:
@@ -121,6 +110,11 @@ class EngineHandle:
             self._notify(f"{self.role} engine {self.name!r} up in {worker.start_seconds:.1f} s: "
                          f"{worker.info.version if worker.info else ''}")
         return self.worker
+
+    def _fail(self, exc: EngineError) -> None:
+        self.error = exc
+        if self.reported_at is None:
+            self.reported_at = self.current_place()
 
     def generate(self, requests: Sequence[GenerationRequest], label: str = "batch") -> list[Completion]:
         worker = self.ensure_started()
@@ -137,7 +131,7 @@ class EngineHandle:
         try:
             out = worker.generate(list(requests), progress)
         except EngineError as exc:
-            self.error = exc
+            self._fail(exc)
             raise
         wall = time.perf_counter() - t0
         self.batches.append({"label": label, "requests": len(requests), "wall_s": wall,
@@ -188,6 +182,12 @@ class ParitySession:
         # extra report sections (JSON top-level keys) filled by the check modules:
         # "latency", "limits", "baseline", "quality"; each module renders its own HTML part
         self.sections: dict[str, Any] = {}
+        self._state: dict[str, Any] = {}  # per-session state of check families (SessionContext.state)
+
+    def state(self, key: str, factory: Callable[[], Any]) -> Any:
+        if key not in self._state:
+            self._state[key] = factory()
+        return self._state[key]
 
     # -- requests ----------------------------------------------------------------------------
     def register(self, requests: Iterable[GenerationRequest], aux: bool = False) -> None:
@@ -232,10 +232,32 @@ class ParitySession:
             self._self_runs(suite)
         self._score(suite)
 
+    def start_engines(self) -> list[EngineError]:
+        """Pre-flight: start both engines (or reach their endpoints) before any test runs, at the
+        same time when they sit on disjoint GPUs. Returns the failures (each also kept on its
+        handle, so tests that need it get one short line pointing here)."""
+        errors: list[EngineError] = []
+
+        def start(h: EngineHandle) -> Optional[EngineError]:
+            try:
+                h.ensure_started()
+                return None
+            except EngineError as exc:
+                return exc
+            except Exception as exc:  # EngineUnavailable on a second call, spec errors: keep going
+                return EngineError(h.name, f"{type(exc).__name__}: {exc}")
+
+        for h, err in self._both(start):
+            if err is not None:
+                if h.error is None:
+                    h.error = err
+                errors.append(err)
+        return errors
+
     def _both(self, work: Callable[[EngineHandle], Any]) -> list[tuple[EngineHandle, Any]]:
         """Run ``work`` on both engines: at the same time when they sit on disjoint GPUs
         (``devices`` in their config), else one after the other."""
-        from .placement import schedule
+        from .runtime.placement import schedule
 
         handles = self.handles
         self.schedule = schedule(self.reference.spec, self.candidate.spec) if len(handles) == 2 else "one engine"
@@ -291,7 +313,7 @@ class ParitySession:
         if todo:
             t0 = time.perf_counter()
             if self._scorer is None:
-                from .semantic import SemanticScorer
+                from .checks.semantic import SemanticScorer
 
                 self._scorer = SemanticScorer()
             for i, sim in zip(todo, self._scorer.similarities([pairs[i] for i in todo])):
@@ -334,3 +356,140 @@ class ParitySession:
                 h.close()
             except Exception:  # closing must never mask the run's own outcome
                 pass
+
+
+class EngineView:
+    """One engine as a check family or a test sees it: direct calls (no caching), its info,
+    capabilities and limits. ``info`` starts the engine if needed."""
+
+    def __init__(self, handle: EngineHandle):
+        self._h = handle
+
+    @property
+    def role(self) -> str:
+        return self._h.role
+
+    @property
+    def name(self) -> str:
+        return self._h.name
+
+    @property
+    def spec(self) -> EngineSpec:
+        return self._h.spec
+
+    @property
+    def capabilities(self) -> Any:
+        from .engines.registry import capabilities_of
+
+        return capabilities_of(self._h.spec.kind, self._h.spec)
+
+    @property
+    def info(self) -> EngineInfo:
+        self._h.ensure_started()
+        assert self._h.info is not None
+        return self._h.info
+
+    @property
+    def started_info(self) -> Optional[EngineInfo]:
+        """Info if the engine already started, without starting it."""
+        return self._h.info
+
+    @property
+    def worker_pid(self) -> Optional[int]:
+        w = self._h.worker
+        return w.pid if w is not None else None
+
+    @property
+    def peak_rss_bytes(self) -> Optional[int]:
+        w = self._h.worker
+        return w.peak_rss_bytes if w is not None else None
+
+    def ensure_started(self) -> None:
+        self._h.ensure_started()
+
+    def generate(self, requests: Sequence[GenerationRequest], label: str = "direct call") -> list[Completion]:
+        return self._h.generate(list(requests), label=label)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._h.ensure_started().tokenize(text)
+
+    def probe(self, what: str, **kw: Any) -> Any:
+        """Ask the adapter inside its worker for a fact (``what``: e.g. ``package_versions``)."""
+        return self._h.ensure_started().probe(what, **kw)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "spec": self.spec.public_dict(),
+                "info": self._h.info.to_dict() if self._h.info else None}
+
+
+class SessionContext:
+    """The ``checks.context.CheckContext`` of one test: the session seen through a narrow window,
+    with this test's equivalence policy, check recorder and JUnit properties."""
+
+    def __init__(self, session: "ParitySession", record: Callable[..., Any], policy: Optional[EquivalencePolicy] = None,
+                 properties: Optional[list] = None):
+        self._s = session
+        self._record = record
+        self.policy = policy or session.policy
+        self.properties = properties if properties is not None else []
+        self.cfg = session.cfg
+        self.reference = EngineView(session.reference)
+        self.candidate = EngineView(session.candidate)
+
+    def with_policy(self, policy: EquivalencePolicy) -> "SessionContext":
+        return SessionContext(self._s, self._record, policy, self.properties)
+
+    @property
+    def single_engine(self) -> bool:
+        return bool(self.cfg.single_engine) or self._s.reference is self._s.candidate
+
+    def engine(self, role: str) -> EngineView:
+        if role not in ("reference", "candidate"):
+            raise ValueError(f"role must be 'reference' or 'candidate', got {role!r}")
+        return self.reference if role == "reference" else self.candidate
+
+    # requests and results
+    def register(self, requests: Iterable[GenerationRequest], aux: bool = False) -> None:
+        self._s.register(requests, aux=aux)
+
+    def run_pending(self) -> None:
+        self._s.run_pending()
+
+    def result(self, request: GenerationRequest, policy: Optional[EquivalencePolicy] = None) -> PairResult:
+        return self._s.result(request, policy or self.policy)
+
+    def suite_results(self, policy: Optional[EquivalencePolicy] = None) -> list[PairResult]:
+        return self._s.all_results(policy or self.policy)
+
+    def suite_requests(self) -> list[GenerationRequest]:
+        return [self._s.requests[k] for k in self._s.suite_keys()]
+
+    def completions(self, role: str) -> Mapping[str, Completion]:
+        return MappingProxyType(self._s.results[role])
+
+    def self_run(self, role: str, request: GenerationRequest) -> Optional[Completion]:
+        return self._s.self_runs[role].get(request.key())
+
+    @property
+    def noise_floor(self) -> Mapping[str, Any]:
+        return MappingProxyType(self._s.noise_floor)
+
+    def similarities(self, pairs: list[tuple[str, str]]) -> list[float]:
+        return self._s.similarities(pairs)
+
+    # checks, report sections, state
+    def record(self, name: str, verdict: str, detail: str = "", numbers: Optional[dict] = None) -> Any:
+        return self._record(name, verdict, detail, numbers or {})
+
+    def section(self, name: str, default: Optional[Callable[[], Any]] = None) -> Any:
+        if name not in self._s.sections:
+            if default is None:
+                return None
+            self._s.sections[name] = default()
+        return self._s.sections[name]
+
+    def set_section(self, name: str, value: Any) -> None:
+        self._s.sections[name] = value
+
+    def state(self, key: str, factory: Callable[[], T]) -> T:
+        return self._s.state(key, factory)

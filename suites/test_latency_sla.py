@@ -21,7 +21,7 @@ with that reason: neither a pass nor a fail.
 
 import pytest
 
-from pytest_engineparity.latency import option_given
+from pytest_engineparity.checks.latency import option_given
 
 pytestmark = pytest.mark.migration_step("benchmark-parity")
 

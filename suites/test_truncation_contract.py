@@ -1,7 +1,7 @@
 """The truncation contract of the pair (migration step 3: benchmark parity).
 
 Each test is one family of edge cases, sent to both engines as one batch per engine and judged
-case by case (see ``pytest_engineparity.truncation``); each records its own named check:
+case by case (see ``pytest_engineparity.checks.truncation``); each records its own named check:
 ``truncation-max-tokens``, ``truncation-stop``, ``truncation-eos``, ``truncation-overlength``,
 ``truncation-side`` and ``truncation-limits`` (the limits table of the report).
 """

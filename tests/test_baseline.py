@@ -1,4 +1,4 @@
-"""Baselines and engine-dir compatibility (pytest_engineparity.baseline), on recorded data.
+"""Baselines and engine-dir compatibility (pytest_engineparity.checks.baseline), on recorded data.
 
 ``tests/data/baseline-smollm2-hf-fp32.json`` and ``baseline-smollm2-hf-perturbed-0.15.json`` are
 baseline files written by this module from one real run (see their ``_provenance``): the
@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pytest_engineparity import baseline as bl
-from pytest_engineparity.baseline import (BaselineError, build_baseline, compare_baseline, engine_compatibility,
+from pytest_engineparity.checks import baseline as bl
+from pytest_engineparity.checks.baseline import (BaselineError, build_baseline, compare_baseline, engine_compatibility,
                                           engine_diff, expand_single_engine, fingerprint_diff, latency_verdicts,
                                           load_baseline, save_baseline, serving_packages)
-from pytest_engineparity.compare import EquivalencePolicy
+from pytest_engineparity.checks.compare import EquivalencePolicy
 from pytest_engineparity.config import ConfigError, ParityConfig
 from pytest_engineparity.engines.base import EngineSpec
-from pytest_engineparity.fingerprint import SIDECAR_FILE, write_sidecar
+from pytest_engineparity.runtime.fingerprint import SIDECAR_FILE, write_sidecar
 from pytest_engineparity.types import Completion
 
 HERE = Path(__file__).resolve().parent
@@ -327,7 +327,7 @@ def test_interrupted_write_leaves_the_old_baseline(tmp_path: Path, fp32: bl.Base
 
 _WRITER = r"""
 import json, sys
-from pytest_engineparity.baseline import save_baseline
+from pytest_engineparity.checks.baseline import save_baseline
 doc = json.loads(open(sys.argv[2]).read())
 doc["written_by"] = sys.argv[3]
 for i in range(int(sys.argv[4])):

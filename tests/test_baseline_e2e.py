@@ -13,7 +13,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from pytest_engineparity.fingerprint import write_sidecar
+from pytest_engineparity.runtime.fingerprint import write_sidecar
 from pytest_engineparity.report import schema
 
 HERE = Path(__file__).resolve().parent

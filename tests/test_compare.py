@@ -1,4 +1,4 @@
-"""Unit tests for pytest_engineparity.compare: no engine, no model, recorded-looking data."""
+"""Unit tests for pytest_engineparity.checks.compare: no engine, no model, recorded-looking data."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_engineparity.compare import (
+from pytest_engineparity.checks.compare import (
     EquivalencePolicy,
     PairComparison,
     check_logprobs_close,

@@ -1,4 +1,4 @@
-"""Reading TensorRT-LLM engine directories (pytest_engineparity.enginedir), no TensorRT-LLM needed.
+"""Reading TensorRT-LLM engine directories (pytest_engineparity.engines.enginedir), no TensorRT-LLM needed.
 
 Built on a real config.json written by trtllm-build 0.17.0.post1 (Qwen2, bf16), copied into
 tests/data, and variants of it derived here.
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import pytest
 
-from pytest_engineparity.enginedir import (
+from pytest_engineparity.engines.enginedir import (
     EngineDirError,
     RankFile,
     inspect_engine_dir,

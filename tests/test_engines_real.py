@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from pytest_engineparity.compare import compare_pair, render_divergence
+from pytest_engineparity.checks.compare import compare_pair, render_divergence
 from pytest_engineparity.engines.base import EngineSpec, EngineSpecError
 from pytest_engineparity.types import GenerationRequest as R
-from pytest_engineparity.workerclient import EngineDied, EngineTimeout, EngineWorker
+from pytest_engineparity.runtime.client import EngineDied, EngineTimeout, EngineWorker
 
 PROMPTS = [
     R(prompt="The capital of France is", max_tokens=24, id="text-capital"),

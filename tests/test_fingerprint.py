@@ -1,4 +1,4 @@
-"""Machine fingerprints, the build sidecar and the build-vs-serve comparison (pytest_engineparity.fingerprint).
+"""Machine fingerprints, the build sidecar and the build-vs-serve comparison (pytest_engineparity.runtime.fingerprint).
 
 ``tests/data/fingerprint-h100-trtllm-1.2.1.json`` is a fingerprint recorded on an NVIDIA H100 80GB
 HBM3 (SM 9.0, driver 580.159.04, CUDA 13.0) with its package section set to a TensorRT-LLM 1.2.1
@@ -20,9 +20,9 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from pytest_engineparity import fingerprint as fpmod
-from pytest_engineparity.enginedir import EngineDirError
-from pytest_engineparity.fingerprint import (
+from pytest_engineparity.runtime import fingerprint as fpmod
+from pytest_engineparity.engines.enginedir import EngineDirError
+from pytest_engineparity.runtime.fingerprint import (
     MIN_DRIVER_FOR_CUDA,
     SIDECAR_FILE,
     Finding,
@@ -158,7 +158,7 @@ def test_fingerprint_without_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_real_fingerprint_imports_nothing_and_names_no_host() -> None:
-    code = ("import json, sys; from pytest_engineparity.fingerprint import machine_fingerprint;"
+    code = ("import json, sys; from pytest_engineparity.runtime.fingerprint import machine_fingerprint;"
             " fp = machine_fingerprint(); print(json.dumps(fp));"
             " print(json.dumps(sorted(m for m in ('torch', 'vllm', 'transformers', 'tensorrt', 'tensorrt_llm')"
             " if m in sys.modules)))")

@@ -134,7 +134,7 @@ def test_engines_table_parser_raises_only_config_errors(table):
 @FUZZ
 @given(st.text(max_size=60))
 def test_sla_parser_raises_only_config_errors(raw):
-    from pytest_engineparity.latency import parse_sla
+    from pytest_engineparity.checks.latency import parse_sla
 
     try:
         parse_sla(raw)

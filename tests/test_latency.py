@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pytest_engineparity.config import ConfigError, build_config
-from pytest_engineparity.latency import (
+from pytest_engineparity.checks.latency import (
     EngineLatency,
     LatencyMeasurement,
     RequestSample,
@@ -27,7 +27,7 @@ from pytest_engineparity.latency import (
 )
 from pytest_engineparity.pair import EnginePair, make_recorder
 from pytest_engineparity.session import ParityMismatch, ParitySession
-from pytest_engineparity.stats import percentile_ci
+from pytest_engineparity.checks.stats import percentile_ci
 from pytest_engineparity.types import Completion, EngineInfo, EngineLimits, Timings
 
 # --------------------------------------------------------------------------------------------

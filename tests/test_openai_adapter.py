@@ -31,7 +31,7 @@ from pytest_engineparity.engines.openai import (
     normalise_base_url,
 )
 from pytest_engineparity.types import Completion, GenerationRequest
-from pytest_engineparity.workerclient import EngineStartError, EngineWorker
+from pytest_engineparity.runtime.client import EngineStartError, EngineWorker
 
 CANARY_KEY = "sk-canary-7f3a9c1e5b2d4f60-DO-NOT-LEAK"
 

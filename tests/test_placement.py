@@ -10,7 +10,7 @@ import pytest
 
 from pytest_engineparity.config import ParityConfig
 from pytest_engineparity.engines.base import EngineSpec, EngineSpecError
-from pytest_engineparity.placement import check_placement, parse_devices, schedule
+from pytest_engineparity.runtime.placement import check_placement, parse_devices, schedule
 from pytest_engineparity.session import ParitySession
 
 DATA = Path(__file__).parent / "data"

@@ -11,7 +11,7 @@ from scipy import stats as st
 
 from pytest_engineparity.config import build_config
 from pytest_engineparity.pair import EnginePair, make_recorder
-from pytest_engineparity.quality import (
+from pytest_engineparity.checks.quality import (
     TaskFileError,
     TaskScoreError,
     all_caps,
@@ -351,9 +351,9 @@ def test_builtin_python_scorers():
 
 
 def test_python_scorer_by_name_from_a_package_module():
-    sc = scorer({"scorer": "pytest_engineparity.quality:word_count", "args": {"count": 2}})
+    sc = scorer({"scorer": "pytest_engineparity.checks.quality:word_count", "args": {"count": 2}})
     assert sc("blue sky") and not sc("blue")
-    assert "scorer pytest_engineparity.quality:word_count(count=2)" == sc.describe()
+    assert "scorer pytest_engineparity.checks.quality:word_count(count=2)" == sc.describe()
 
 
 def test_python_scorer_beside_the_task_file(tmp_path):
@@ -423,10 +423,10 @@ GOOD = {"prompt": "2+2=", "score": {"number": 4}}
     (json.dumps({"prompt": "x", "score": {"choice": "A", "letters": "AA"}}), "'letters' must be 2 or more distinct"),
     (json.dumps({"prompt": "x", "score": {"scorer": "nocolon"}}), "scorer must be 'module:function'"),
     (json.dumps({"prompt": "x", "score": {"scorer": "no_such_module_xyz:f"}}), "cannot import 'no_such_module_xyz'"),
-    (json.dumps({"prompt": "x", "score": {"scorer": "pytest_engineparity.quality:nope"}}), "has no function 'nope'"),
-    (json.dumps({"prompt": "x", "score": {"scorer": "pytest_engineparity.quality:word_count"}}),
+    (json.dumps({"prompt": "x", "score": {"scorer": "pytest_engineparity.checks.quality:nope"}}), "has no function 'nope'"),
+    (json.dumps({"prompt": "x", "score": {"scorer": "pytest_engineparity.checks.quality:word_count"}}),
      "cannot be called as f(reply, **{})"),
-    (json.dumps({"prompt": "x", "score": {"scorer": "pytest_engineparity.quality:all_caps", "args": [1]}}),
+    (json.dumps({"prompt": "x", "score": {"scorer": "pytest_engineparity.checks.quality:all_caps", "args": [1]}}),
      "'args' must be an object"),
     (json.dumps({"prompt": "x", "task": "bad name!", "score": {"number": 1}}), "'task' must be a name"),
     (json.dumps({"prompt": "x", "task": "all", "score": {"number": 1}}), "reserved"),

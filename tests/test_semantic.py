@@ -1,4 +1,4 @@
-"""Tests for pytest_engineparity.semantic: the real packaged MiniLM, loaded once for the module."""
+"""Tests for pytest_engineparity.checks.semantic: the real packaged MiniLM, loaded once for the module."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any, Iterator
 import numpy as np
 import pytest
 
-from pytest_engineparity import semantic
-from pytest_engineparity.semantic import INSTALL_HINT, SemanticScorer, SemanticUnavailable
+from pytest_engineparity.checks import semantic
+from pytest_engineparity.checks.semantic import INSTALL_HINT, SemanticScorer, SemanticUnavailable
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,8 +41,8 @@ def minilm() -> Iterator[Any]:
 
 
 def test_importing_the_comparators_imports_nothing_heavy() -> None:
-    code = ("import sys; import pytest_engineparity.semantic, pytest_engineparity.compare, "
-            "pytest_engineparity.stats; "
+    code = ("import sys; import pytest_engineparity.checks.semantic, pytest_engineparity.checks.compare, "
+            "pytest_engineparity.checks.stats; "
             "heavy = [m for m in ('torch', 'sentence_transformers', 'transformers') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))

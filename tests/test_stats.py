@@ -1,4 +1,4 @@
-"""Unit tests for pytest_engineparity.stats, checked against scipy's exact tests and simulation."""
+"""Unit tests for pytest_engineparity.checks.stats, checked against scipy's exact tests and simulation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
-from pytest_engineparity.stats import (
+from pytest_engineparity.checks.stats import (
     default_min_samples,
     equivalence_rate_verdict,
     paired_accuracy,

@@ -199,7 +199,7 @@ def reference(hf_dir: Path) -> Any:
 
 
 def test_adapter_module_imports_nothing_heavy() -> None:
-    code = ("import sys; import pytest_engineparity.engines.trtllm, pytest_engineparity.enginedir;"
+    code = ("import sys; import pytest_engineparity.engines.trtllm, pytest_engineparity.engines.enginedir;"
             " print(sorted(m for m in ('torch', 'transformers', 'tensorrt_llm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                          check=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
@@ -543,7 +543,7 @@ def test_older_sampling_params_fail_the_request_by_name(trt: Started, monkeypatc
 
 
 def test_through_worker_process(trt: Started, engine_dir: Path, hf_dir: Path, tmp_path: Path) -> None:
-    from pytest_engineparity.workerclient import EngineWorker
+    from pytest_engineparity.runtime.client import EngineWorker
 
     spec = EngineSpec(kind="trtllm", target=str(engine_dir), tokenizer=str(hf_dir), name="trt-worker",
                       env={"PYTHONPATH": os.pathsep.join([str(DOUBLE_DIR), str(REPO_ROOT)]),

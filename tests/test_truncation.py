@@ -7,7 +7,7 @@ candidates (``truncating``: on_overlength="truncate_left", ``leaky``: fault="lea
 ``greedy``: fault="extra_token") and, for two requests, a vLLM server over HTTP in its CPU default
 bf16 (``vllm-http-bf16``: the same greedy request forked when its batch changed), all for the
 requests the plans in
-``pytest_engineparity.truncation`` build. A label whose value is another label's name means the
+``pytest_engineparity.checks.truncation`` build. A label whose value is another label's name means the
 two outputs were identical; a missing ``text`` is the join of ``token_texts``. The requests are
 rebuilt here from the plans, so these tests also pin that the plans are deterministic.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from pytest_engineparity import truncation as T
+from pytest_engineparity.checks import truncation as T
 from pytest_engineparity.engines.base import EngineSpec, EngineSpecError
 from pytest_engineparity.engines.hf import HFEngine
 from pytest_engineparity.types import Completion, EngineInfo, EngineLimits, GenerationRequest

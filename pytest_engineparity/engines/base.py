@@ -14,7 +14,7 @@ from typing import Any, Callable, ClassVar, Optional, Protocol, Sequence, runtim
 
 from ..types import Completion, EngineInfo, GenerationRequest
 
-__all__ = ["EngineSpec", "Engine", "EngineSpecError", "ProgressFn"]
+__all__ = ["EngineSpec", "Engine", "EngineSpecError", "ProgressFn", "Capabilities", "check_model_dir"]
 
 # progress(done_requests, total_requests, generated_tokens)
 ProgressFn = Callable[[int, int, int], None]
@@ -39,6 +39,7 @@ class EngineSpec:
     start_timeout: float = 900.0  # seconds to wait for the engine to come up
     request_timeout: float = 600.0  # seconds without any sign of life during generate
     devices: Optional[list] = None  # GPU indices for this worker (CUDA_VISIBLE_DEVICES)
+    explicit: list = field(default_factory=list)  # keys the engine table set itself (they win over options)
 
     @property
     def label(self) -> str:
@@ -58,13 +59,64 @@ class EngineSpec:
         return d
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an adapter is and what it can return: everything outside ``engines/`` that needs to
+    know about a kind asks this, never the kind name.
+
+    Declared by the adapter (``capabilities(spec)``); where a fact can only be known once the
+    engine runs (a server that drops logprobs), the adapter corrects it in ``EngineInfo.details``.
+    """
+
+    transport: str = "in-process"  # or "http": the worker is a client of a server
+    limits_source: str = ""  # where EngineInfo.limits come from, for the report's limits table
+    packages: tuple = ()  # (label, (distribution names...)) to fingerprint for this kind
+    embedded_args: Optional[dict] = None  # args to run the embedded default model; None: cannot
+    url_target: bool = False  # an inline target is a URL, not a path
+    compiled_engine_dir: bool = False  # a target can be a compiled engine tied to the build machine
+    token_ids: bool = True  # returns output token ids
+    prompt_token_ids: bool = True  # returns the prompt token ids it used
+    logprobs_top_k: int = 20  # most top-k logprobs per token it can return (0: none)
+    per_token_timings: bool = True
+    seeds_honoured: bool = True
+    truncate_prompt_tokens_text: bool = True
+    truncate_prompt_tokens_ids: bool = True
+    tokenize: bool = True
+    notes: tuple = ()  # human-readable caveats shown in the report
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["packages"] = [list(p) if not isinstance(p, str) else p for p in d["packages"]]
+        return d
+
+
+def check_model_dir(spec: "EngineSpec") -> None:
+    """A local Hugging Face model dir must exist and hold a config.json (hub names are never
+    downloaded). Shared by the adapters that load such a dir."""
+    import os
+
+    if not spec.target:
+        raise EngineSpecError(f"engine {spec.label!r}: no model directory given")
+    if not os.path.isdir(spec.target):
+        raise EngineSpecError(f"engine {spec.label!r}: model directory {spec.target!r} does not exist")
+    if not os.path.isfile(os.path.join(spec.target, "config.json")):
+        raise EngineSpecError(
+            f"engine {spec.label!r}: {spec.target!r} has no config.json (not a Hugging Face model dir)"
+        )
+
+
 @runtime_checkable
 class Engine(Protocol):
     """An engine adapter. One instance runs inside one worker process."""
 
     kind: ClassVar[str]
+    CAPABILITIES: ClassVar[Capabilities]
 
     def __init__(self, spec: EngineSpec) -> None: ...
+
+    @classmethod
+    def capabilities(cls, spec: EngineSpec) -> Capabilities:
+        """What this adapter can return for ``spec`` (no engine import, no I/O)."""
 
     @classmethod
     def validate(cls, spec: EngineSpec) -> None:

@@ -33,7 +33,7 @@ import time
 from typing import Any, ClassVar, Optional, Sequence
 
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import EngineSpec, EngineSpecError, ProgressFn
+from .base import Capabilities, check_model_dir, EngineSpec, EngineSpecError, ProgressFn
 
 __all__ = ["HFEngine"]
 
@@ -42,19 +42,21 @@ KNOWN_ARGS = {"dtype", "device", "max_model_len", "batch_size", "perturb_weights
 FAULTS = ("leak_stop", "extra_token")  # deliberate faults (see the module docstring)
 
 
-def _check_model_dir(spec: EngineSpec) -> None:
-    if not spec.target:
-        raise EngineSpecError(f"engine {spec.label!r}: no model directory given")
-    if not os.path.isdir(spec.target):
-        raise EngineSpecError(f"engine {spec.label!r}: model directory {spec.target!r} does not exist")
-    if not os.path.isfile(os.path.join(spec.target, "config.json")):
-        raise EngineSpecError(
-            f"engine {spec.label!r}: {spec.target!r} has no config.json (not a Hugging Face model dir)"
-        )
+_check_model_dir = check_model_dir  # kept for callers of the old private name
 
 
 class HFEngine:
     kind: ClassVar[str] = "hf"
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        transport="in-process",
+        limits_source="engine args max_model_len (else the model config's max_position_embeddings)",
+        packages=(("transformers", ("transformers",)), ("torch", ("torch",))),
+        embedded_args={"max_model_len": 2048, "dtype": "float32"},
+    )
+
+    @classmethod
+    def capabilities(cls, spec: EngineSpec) -> Capabilities:
+        return cls.CAPABILITIES
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec

@@ -67,7 +67,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import EngineSpec, EngineSpecError, ProgressFn
+from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn
 
 __all__ = ["OpenAIEngine", "OpenAIServerError", "FLAVORS", "normalise_base_url"]
 
@@ -296,6 +296,17 @@ class OpenAIEngine:
     """The Engine protocol against an OpenAI-compatible server (see the module docstring)."""
 
     kind: ClassVar[str] = "openai"
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        transport="http",
+        limits_source="GET /v1/models (max_model_len of the model card)",
+        url_target=True,
+        notes=("timings are the client's clock on the stream (TTFT, every inter-token gap)",
+               "the server's own memory is not visible from the client"),
+    )
+
+    @classmethod
+    def capabilities(cls, spec: EngineSpec) -> Capabilities:
+        return cls.CAPABILITIES
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec

@@ -53,3 +53,29 @@ def load_adapter(path: str) -> Any:
 
 def adapter_class(kind: str) -> Any:
     return load_adapter(adapter_path(kind))
+
+
+def capabilities_of(kind: str, spec: Any = None) -> Any:
+    """The adapter's declared ``Capabilities`` (the defaults for an adapter that declares none)."""
+    from .base import Capabilities
+
+    cls = adapter_class(kind)
+    fn = getattr(cls, "capabilities", None)
+    if fn is None:
+        return getattr(cls, "CAPABILITIES", None) or Capabilities()
+    return fn(spec)
+
+
+def fingerprint_packages() -> list:
+    """(label, distribution names) of every registered adapter's packages, first seen first."""
+    out, seen = [], set()
+    for kind in available_kinds():
+        try:
+            caps = capabilities_of(kind)
+        except Exception:  # a broken third-party adapter must not break the fingerprint
+            continue
+        for label, names in caps.packages:
+            if label not in seen:
+                seen.add(label)
+                out.append((label, tuple(names)))
+    return out

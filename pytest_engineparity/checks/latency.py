@@ -54,11 +54,11 @@ import weakref
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
 
-from .config import ConfigError
-from .types import Completion, EngineInfo, GenerationRequest
+from ..errors import ConfigError
+from ..types import Completion, EngineInfo, GenerationRequest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import EngineHandle, ParitySession
+    from .context import CheckContext
     from .stats import RegressionVerdict
 
 __all__ = [
@@ -92,103 +92,7 @@ SLOWDOWN_METRICS = ("ttft", "tpot", "e2e")
 SLOWDOWN_STATS = ("p50", "p99")
 Verdict = Literal["pass", "fail", "inconclusive"]
 
-_SLA_HELP = "expected METRIC_STAT<=VALUE[ms|s] or throughput>=N tok/s"
-_NUM_RE = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
-_LAT_RE = re.compile(r"^([a-z0-9]+)_(p[0-9.]+)\s*<=\s*(" + _NUM_RE.pattern + r")\s*([a-z]*)$", re.I)
-_THR_RE = re.compile(r"^throughput\s*>=\s*(" + _NUM_RE.pattern + r")\s*([a-z/ ]*)$", re.I)
-_PCT_RE = re.compile(r"^p(\d+(?:\.\d+)?)$")
-
-
-# --------------------------------------------------------------------------------------------
-# SLA bounds
-
-
-@dataclass(frozen=True)
-class SlaBound:
-    """One SLA clause: ``ttft_p99<=500ms`` (limit in seconds) or ``throughput>=100tok/s``."""
-
-    metric: str  # ttft | tpot | itl | e2e | throughput
-    stat: Optional[str]  # "p99"; None for throughput
-    limit: float  # seconds; tokens per second for throughput
-    text: str  # the clause, normalised: "ttft_p99<=500ms"
-
-    @property
-    def q(self) -> Optional[float]:
-        return float(self.stat[1:]) / 100.0 if self.stat else None
-
-    @property
-    def op(self) -> str:
-        return ">=" if self.metric == "throughput" else "<="
-
-    @property
-    def name(self) -> str:
-        """The check's name in the report: ``sla:ttft_p99<=500ms``."""
-        return "sla:" + self.text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "metric": self.metric, "stat": self.stat, "q": self.q, "op": self.op,
-                "limit": self.limit, "unit": "tok/s" if self.metric == "throughput" else "s"}
-
-
-def parse_sla(raw: str) -> list[SlaBound]:
-    """Parse ``--parity-sla``: comma-separated clauses ``METRIC_STAT<=VALUE(ms|s)`` (metric ttft,
-    tpot, itl or e2e; stat a percentile such as p50, p99, p99.9) or ``throughput>=N tok/s``.
-
-    Raises ``ConfigError`` naming the bad clause.
-    """
-    bounds: list[SlaBound] = []
-    seen: dict[tuple[str, Optional[str]], str] = {}
-    for clause in str(raw).split(","):
-        clause = clause.strip()
-        if not clause:
-            continue
-        bound = _parse_clause(clause)
-        key = (bound.metric, bound.stat)
-        if key in seen:
-            raise ConfigError(f"--parity-sla: clauses {seen[key]!r} and {clause!r} bound the same statistic; keep one")
-        seen[key] = clause
-        bounds.append(bound)
-    if not bounds:
-        raise ConfigError(f"--parity-sla: no bounds in {raw!r} ({_SLA_HELP})")
-    return bounds
-
-
-def _bad(clause: str, why: str = _SLA_HELP) -> ConfigError:
-    return ConfigError(f"--parity-sla: bad clause {clause!r} ({why})")
-
-
-def _parse_clause(clause: str) -> SlaBound:
-    m = _THR_RE.match(clause)
-    if m:
-        value, unit = float(m.group(1)), m.group(2).replace(" ", "").lower()
-        if unit not in ("tok/s", "tokens/s"):
-            raise _bad(clause, "throughput is in tokens per second: write e.g. throughput>=100tok/s")
-        if value <= 0:
-            raise _bad(clause, "a throughput bound must be > 0 tok/s")
-        return SlaBound("throughput", None, value, f"throughput>={_num(value)}tok/s")
-    m = _LAT_RE.match(clause)
-    if not m:
-        if clause.lower().startswith("throughput"):
-            raise _bad(clause, "throughput takes a lower bound: throughput>=N tok/s")
-        raise _bad(clause)
-    metric, stat, value_s, unit = m.group(1).lower(), m.group(2).lower(), m.group(3), m.group(4).lower()
-    if metric not in METRICS:
-        raise _bad(clause, f"unknown metric {metric!r}; use ttft, tpot, itl, e2e or throughput")
-    pm = _PCT_RE.match(stat)
-    if not pm or not 0.0 < float(pm.group(1)) < 100.0:
-        raise _bad(clause, f"unknown statistic {stat!r}; use a percentile between p0 and p100, e.g. p50, p99, p99.9")
-    if unit not in ("ms", "s"):
-        raise _bad(clause, f"missing time unit: write {value_s}ms or {value_s}s" if not unit
-                   else f"unknown time unit {unit!r}; use ms or s")
-    value = float(value_s)
-    if value <= 0:
-        raise _bad(clause, "a latency bound must be > 0")
-    seconds = value / 1000.0 if unit == "ms" else value
-    return SlaBound(metric, stat, seconds, f"{metric}_{stat}<={_num(value)}{unit}")
-
-
-def _num(x: float) -> str:
-    return f"{x:g}"
+from ..sla import _SLA_HELP, SlaBound, _num, parse_sla  # noqa: F401  (parsed low, re-exported)
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,12 +608,12 @@ def slowdown_checks(ref: EngineLatency, cand: EngineLatency, max_ratio: float = 
 # measuring on live engines
 
 
-def load_shape(info: Optional[EngineInfo], n_requests: int) -> dict[str, Any]:
-    """How the timed requests reach this engine (from ``EngineInfo``)."""
+def load_shape(info: Optional[EngineInfo], n_requests: int, transport: str = "in-process") -> dict[str, Any]:
+    """How the timed requests reach this engine (from ``EngineInfo`` and the adapter's transport)."""
     if info is None:
         return {"mode": "unknown", "description": "engine not started"}
     d = info.details or {}
-    if info.kind == "openai" or "concurrency" in d:
+    if transport == "http" or "concurrency" in d:
         conc, rate = d.get("concurrency"), d.get("request_rate")
         arrival = f"Poisson arrivals at {rate:g} req/s (seed {d.get('arrival_seed')})" if rate else "all sent at once"
         return {"mode": "http-stream", "requests": n_requests, "concurrency": conc, "request_rate": rate,
@@ -775,42 +679,42 @@ def gpu_memory_bytes(pid: Optional[int]) -> Optional[int]:
             pass
 
 
-def _memory(handle: "EngineHandle", gpu_peak: Optional[int]) -> dict[str, Any]:
-    w = handle.worker
+def _memory(view: Any, gpu_peak: Optional[int]) -> dict[str, Any]:
+    rss = view.peak_rss_bytes
     d: dict[str, Any] = {
         "gpu_bytes": gpu_peak,
         "gpu_source": "NVML, worker process tree, largest of the samples taken after each latency call"
         if gpu_peak is not None else "no GPU memory seen (no GPU, no NVML, or the process is not visible)",
-        "rss_peak_bytes": w.peak_rss_bytes if w else None,
+        "rss_peak_bytes": rss,
         "rss_source": "worker process VmHWM",
-        "bytes": gpu_peak if gpu_peak is not None else (w.peak_rss_bytes if w else None),
+        "bytes": gpu_peak if gpu_peak is not None else rss,
         "kind": "gpu" if gpu_peak is not None else "rss",
     }
-    if handle.spec.kind == "openai":
+    if view.capabilities.transport == "http":
         d["note"] = "HTTP engine: the worker is the client; the server's memory is not visible from here"
     return d
 
 
-def measure(session: "ParitySession", requests: Optional[Sequence[GenerationRequest]] = None,
+def measure(ctx: "CheckContext", requests: Optional[Sequence[GenerationRequest]] = None,
             runs: Optional[int] = None, warmup: Optional[int] = None) -> LatencyMeasurement:
     """Time ``requests`` (default: the session's declared requests) on both engines: warm-up
     requests first (excluded), then ``runs`` timed runs, reference then candidate in each run,
     each run one call per engine."""
-    cfg = session.cfg
-    reqs = list(requests if requests is not None else (session.requests[k] for k in session.suite_keys()))
+    cfg = ctx.cfg
+    reqs = list(requests if requests is not None else ctx.suite_requests())
     if not reqs:
         raise ValueError("no requests to time: the suite declared none (parametrize a test with "
                          "parity_request / @pytest.mark.parity_prompts, or use --parity-prompts)")
     n_runs = cfg.latency_runs if runs is None else int(runs)
     n_warm = cfg.warmup if warmup is None else int(warmup)
-    handles = (session.reference, session.candidate)
+    handles = (ctx.reference, ctx.candidate)
     for h in handles:
         h.ensure_started()
     warm = [reqs[i % len(reqs)] for i in range(n_warm)]
     gpu_peak: dict[str, Optional[int]] = {h.role: None for h in handles}
 
-    def sample_gpu(h: "EngineHandle") -> None:
-        v = gpu_memory_bytes(h.worker.pid if h.worker else None)
+    def sample_gpu(h: Any) -> None:
+        v = gpu_memory_bytes(h.worker_pid)
         if v is not None and (gpu_peak[h.role] is None or v > (gpu_peak[h.role] or 0)):
             gpu_peak[h.role] = v
 
@@ -826,31 +730,32 @@ def measure(session: "ParitySession", requests: Optional[Sequence[GenerationRequ
             timed[h.role].append((outs, time.perf_counter() - t0))
             sample_gpu(h)
     lats = [EngineLatency.from_runs(h.role, h.name, timed[h.role], kind=h.spec.kind, warmup=len(warm),
-                                    load=load_shape(h.info, len(reqs)), memory=_memory(h, gpu_peak[h.role]))
+                                    load=load_shape(h.info, len(reqs), h.capabilities.transport), memory=_memory(h, gpu_peak[h.role]))
             for h in handles]
     note = ("the suite's declared requests, re-sent for timing after the warm-up (not the parity batch, "
             "whose cold start would skew them); samples of all runs pooled")
     return LatencyMeasurement(lats[0], lats[1], requests=len(reqs), runs=n_runs, warmup=len(warm), note=note)
 
 
-_CACHE: "weakref.WeakKeyDictionary[Any, LatencyMeasurement]" = weakref.WeakKeyDictionary()
+class _Stored:
+    measurement: Optional["LatencyMeasurement"] = None
 
 
-def store_measurement(session: "ParitySession", m: LatencyMeasurement) -> None:
+def store_measurement(ctx: "CheckContext", m: LatencyMeasurement) -> None:
     """Make ``m`` the session's latency samples (also for recorded samples, e.g. a replay) and
     write its summary into the report section ``latency``."""
-    _CACHE[session] = m
-    session.sections["latency"] = m.summary(session.cfg.sla_bounds)
+    ctx.state("latency", _Stored).measurement = m
+    ctx.set_section("latency", m.summary(ctx.cfg.sla_bounds))
 
 
-def stored_measurement(session: "ParitySession") -> Optional[LatencyMeasurement]:
-    return _CACHE.get(session)
+def stored_measurement(ctx: "CheckContext") -> Optional[LatencyMeasurement]:
+    return ctx.state("latency", _Stored).measurement
 
 
 def option_given(pytestconfig: Any, dest: str) -> bool:
     """Whether a ``--parity-*`` option was set explicitly: on the command line, as an ini key or in
     ``[tool.engineparity]`` (so a default can mean "not asked for")."""
-    from .config import OPTIONS, read_pyproject_table
+    from ..config import OPTIONS, read_pyproject_table
 
     opt = next((o for o in OPTIONS if o.dest == dest), None)
     if opt is None:
@@ -877,37 +782,46 @@ def _failure_text(head: str, results: Sequence[Any], others_label: str) -> str:
 
 
 class LatencyChecks:
-    """Mixin for EnginePair: ``latency_samples()``, ``assert_latency_sla()``, ``assert_no_slowdown()``.
+    """The latency check family (``engine_pair.latency``): ``latency_samples()``, ``assert_latency_sla()``, ``assert_no_slowdown()``.
 
-    Uses ``self._s`` (ParitySession) and ``self._record(name, verdict, detail, numbers)``.
+    Works through its ``CheckContext`` only.
     """
 
-    _s: "ParitySession"
-    _record: Callable[[str, str, str, dict], None]
+
+    name = "latency"
+
+    section = "latency"  # the report section this family owns (JSON key; HTML by ``render_html``)
+
+    def __init__(self, ctx: "CheckContext"):
+        self._ctx = ctx
+
+    @staticmethod
+    def render_html(doc: Any) -> str:
+        return html_section(doc)
 
     @property
     def sla_bounds(self) -> list[SlaBound]:
         """The bounds given with ``--parity-sla`` (empty when none)."""
-        return list(self._s.cfg.sla_bounds)
+        return list(self._ctx.cfg.sla_bounds)
 
     def latency_requests(self) -> list[GenerationRequest]:
         """The requests that would be timed: every request the suite declared."""
-        return [self._s.requests[k] for k in self._s.suite_keys()]
+        return self._ctx.suite_requests()
 
     def latency_samples(self) -> LatencyMeasurement:
         """Both engines' latency samples, measured once per session (warm-up, then
         ``--parity-latency-runs`` runs of the declared requests) and cached."""
-        m = stored_measurement(self._s)
+        m = stored_measurement(self._ctx)
         if m is None:
-            m = measure(self._s)
-            store_measurement(self._s, m)
+            m = measure(self._ctx)
+            store_measurement(self._ctx, m)
         return m
 
     def _section(self) -> dict[str, Any]:
-        sec = self._s.sections.get("latency")
+        sec = self._ctx.section("latency")
         if sec is None:
             self.latency_samples()
-            sec = self._s.sections["latency"]
+            sec = self._ctx.section("latency")
         return sec
 
     def assert_latency_sla(self, bounds: Union[str, Sequence[SlaBound], None] = None,
@@ -915,23 +829,23 @@ class LatencyChecks:
         """One check per bound (``sla:ttft_p99<=500ms``) on the candidate (or ``engine=``);
         raises ParityMismatch listing every bound that is surely missed. Inconclusive bounds are
         recorded as such, with the samples needed, and do not fail."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         if isinstance(bounds, str):
             bounds = parse_sla(bounds)
-        bl = list(self._s.cfg.sla_bounds if bounds is None else bounds)
+        bl = list(self._ctx.cfg.sla_bounds if bounds is None else bounds)
         if not bl:
             raise ValueError("no SLA bounds: pass --parity-sla=... or bounds='ttft_p99<=500ms,...'")
         m = self.latency_samples()
         lat = m.engine(engine)
         other = m.reference if engine == "candidate" else None
-        conf = self._s.cfg.confidence
+        conf = self._ctx.cfg.confidence
         results = [evaluate_sla(b, lat, conf, other) for b in bl]
         sec = self._section()
         done = {d["name"] for d in sec["sla"]}
         for res in results:
             numbers = res.to_dict()
-            self._record(res.name, res.verdict, res.message, numbers)
+            self._ctx.record(res.name, res.verdict, res.message, numbers)
             if res.name in done:
                 sec["sla"] = [d for d in sec["sla"] if d["name"] != res.name]
             sec["sla"].append(numbers)
@@ -948,9 +862,9 @@ class LatencyChecks:
         bootstrap CI. Raises ParityMismatch when a CI lies wholly above ``max_ratio`` (default
         ``--parity-max-slowdown``); an inconclusive one is recorded as ``inconclusive`` with the
         samples it needs and does not fail."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
-        cfg = self._s.cfg
+        cfg = self._ctx.cfg
         ratio = cfg.max_slowdown if max_ratio is None else float(max_ratio)
         m = self.latency_samples()
         results = slowdown_checks(m.reference, m.candidate, ratio, metrics, stats, cfg.confidence, cfg.seed)
@@ -959,7 +873,7 @@ class LatencyChecks:
         sec["regression"] = [d for d in sec["regression"] if d["name"] not in names]
         for res in results:
             numbers = res.to_dict()
-            self._record(res.name, res.verdict, res.message, numbers)
+            self._ctx.record(res.name, res.verdict, res.message, numbers)
             sec["regression"].append(numbers)
         sec["max_slowdown"] = ratio
         failed = [r for r in results if r.verdict == "fail"]

@@ -21,7 +21,7 @@ import textwrap
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from .types import Completion, TokenLogprobs
+from ..types import Completion, TokenLogprobs
 
 __all__ = [
     "first_divergence",

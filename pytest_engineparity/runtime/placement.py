@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-from .engines.base import EngineSpec, EngineSpecError
+from ..engines.base import EngineSpec, EngineSpecError
 
 __all__ = ["parse_devices", "tensor_parallel_size", "check_placement", "schedule", "visible_gpu_count"]
 

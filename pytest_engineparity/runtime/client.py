@@ -1,7 +1,7 @@
 """The pytest side of an engine worker: start it, talk to it, never hang on it.
 
 ``EngineWorker`` offers the engine interface (start / generate / tokenize / close) and runs the
-adapter in a child process (``python -m pytest_engineparity.worker``), under the spec's own
+adapter in a child process (``python -m pytest_engineparity.runtime.worker``), under the spec's own
 interpreter when one is given. Every wait is bounded: a worker that dies raises ``EngineDied``
 with its exit status and log tail; one that stays silent past its timeout is killed and raises
 ``EngineTimeout``. Nothing here imports an engine package.
@@ -23,14 +23,15 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from .engines.base import EngineSpec, EngineSpecError, ProgressFn
-from .engines.registry import adapter_class, adapter_path
-from .types import Completion, EngineInfo, GenerationRequest
+from ..engines.base import EngineSpec, EngineSpecError, ProgressFn
+from ..engines.registry import adapter_class, adapter_path
+from ..errors import EngineDied, EngineError, EngineStartError, EngineTimeout, RemoteError
+from ..types import Completion, EngineInfo, GenerationRequest
 from .worker import RESULT_FD_ENV
 
 __all__ = ["EngineError", "EngineDied", "EngineTimeout", "EngineStartError", "EngineWorker"]
 
-PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent)
+PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
 LOG_TAIL_LINES = 40
 
 # Every worker gets these unless the spec overrides them: the GPU boxes here require NCCL's
@@ -42,51 +43,6 @@ DEFAULT_WORKER_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONUNBUFFERED": "1",
 }
-
-
-class EngineError(RuntimeError):
-    """An engine worker failed; the message carries the engine's own words and its log tail."""
-
-    def __init__(self, engine: str, message: str, log_tail: str = "", exit_status: Optional[int] = None):
-        self.engine = engine
-        self.exit_status = exit_status
-        self.log_tail = log_tail
-        self.reason = message
-        text = f"engine {engine!r}: {message}"
-        if exit_status is not None:
-            text += f" (exit status {exit_status}{_signal_name(exit_status)})"
-        if log_tail:
-            text += f"\n--- last lines of the {engine} worker log ---\n{log_tail}"
-        super().__init__(text)
-
-
-class EngineDied(EngineError):
-    pass
-
-
-class EngineTimeout(EngineError):
-    pass
-
-
-class EngineStartError(EngineError):
-    pass
-
-
-class RemoteError(EngineError):
-    """The adapter raised inside the worker (the worker is still alive)."""
-
-    def __init__(self, engine: str, error_type: str, message: str, log_tail: str = ""):
-        self.error_type = error_type
-        super().__init__(engine, f"{error_type}: {message}", log_tail)
-
-
-def _signal_name(status: int) -> str:
-    if status < 0:
-        try:
-            return f", killed by {signal.Signals(-status).name}"
-        except ValueError:
-            return ""
-    return ""
 
 
 _LIVE: "weakref.WeakSet[EngineWorker]" = weakref.WeakSet()
@@ -157,7 +113,7 @@ class EngineWorker:
         t0 = time.monotonic()
         try:
             self._proc = subprocess.Popen(
-                [python, "-m", "pytest_engineparity.worker"],
+                [python, "-m", "pytest_engineparity.runtime.worker"],
                 stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                 pass_fds=(wfd,), env=env, start_new_session=True, close_fds=True,
             )

@@ -25,7 +25,7 @@ Task files are JSONL, one item a line: a request as in a prompt file (``prompt``
     ``B.``, ``Answer: B``, ``the answer is B``); ``letters`` defaults to ``ABCD``;
   - ``{"scorer": "module:function", "args": {...}}``: ``function(reply, **args) -> bool``; the
     module is looked up first as a ``.py`` file beside the task file, then on ``sys.path``.
-    Generic scorers ship here: ``pytest_engineparity.quality:json_object``, ``comma_list``,
+    Generic scorers ship here: ``pytest_engineparity.checks.quality:json_object``, ``comma_list``,
     ``word_count``, ``all_caps``;
 
 * ``task`` (optional): the task the item belongs to; default: the file's name without ``.jsonl``;
@@ -54,11 +54,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
-from .prompts import PromptFileError, iter_jsonl, request_from_body
-from .types import Completion, GenerationRequest
+from ..prompts import PromptFileError, iter_jsonl, request_from_body
+from ..types import Completion, GenerationRequest
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .session import ParitySession
+    from .context import CheckContext
     from .stats import PairedAccuracyVerdict
 
 __all__ = [
@@ -152,7 +152,7 @@ def choice_letter(text: str, letters: str = "ABCD") -> Optional[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# generic scorers for format-following tasks: ``{"scorer": "pytest_engineparity.quality:NAME"}``
+# generic scorers for format-following tasks: ``{"scorer": "pytest_engineparity.checks.quality:NAME"}``
 
 
 def _unfence(text: str) -> str:
@@ -617,7 +617,7 @@ class TaskResult:
 
 def evaluate_task(name: str, pairs: Sequence[tuple[TaskItem, Completion, Completion]], max_drop: float = 0.01,
                   alpha: float = 0.05, source: str = "", ref_name: str = "reference",
-                  cand_name: str = "candidate") -> TaskResult:
+                  cand_name: str = "candidate", alpha_equivalence: Optional[float] = None) -> TaskResult:
     """Score each item on both engines and compare the paired outcomes (``max_drop`` a fraction)."""
     from .stats import paired_accuracy
 
@@ -628,8 +628,31 @@ def evaluate_task(name: str, pairs: Sequence[tuple[TaskItem, Completion, Complet
             reference=ref.text, candidate=cand.text, ref_correct=_score(item, ref), cand_correct=_score(item, cand),
             ref_error=ref.error, cand_error=cand.error, where=item.where))
     v = paired_accuracy([o.ref_correct for o in outcomes], [o.cand_correct for o in outcomes],
-                        max_drop=max_drop, alpha=alpha)
+                        max_drop=max_drop, alpha=alpha, alpha_equivalence=alpha_equivalence)
     return TaskResult(name, source, outcomes, v, ref_name, cand_name)
+
+
+def holm_worse(results: Sequence["TaskResult"], alpha: float) -> list["TaskResult"]:
+    """Holm's step-down over the results' "worse" p-values (one gate, several tasks): a task stays
+    ``worse`` only if Holm rejects it at family level ``alpha``; the others become inconclusive."""
+    import dataclasses
+
+    m = len(results)
+    order = sorted(range(m), key=lambda i: results[i].stats.p_worse)
+    rejected = set()
+    for rank, i in enumerate(order):
+        if results[i].stats.p_worse < alpha / (m - rank):
+            rejected.add(i)
+        else:
+            break
+    out = []
+    for i, r in enumerate(results):
+        if r.stats.verdict == "worse" and i not in rejected:
+            st = dataclasses.replace(r.stats, verdict="inconclusive", message=r.stats.message.replace(
+                "worse:", "inconclusive (a drop that does not survive Holm's correction over the tasks):", 1))
+            r = dataclasses.replace(r, stats=st)
+        out.append(r)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -637,7 +660,7 @@ def evaluate_task(name: str, pairs: Sequence[tuple[TaskItem, Completion, Complet
 
 
 class QualityChecks:
-    """Mixin for EnginePair: quality parity on labelled tasks.
+    """The quality check family (``engine_pair.quality``): parity on labelled tasks.
 
     ``assert_quality_parity(tasks)`` scores every item on both engines (one batch per engine via
     the session), records one check per task (``quality:<task>``) plus a pooled ``quality:all``
@@ -645,12 +668,20 @@ class QualityChecks:
     any is ``worse`` (or, with ``strict=True``, ``inconclusive``).
     """
 
-    _s: "ParitySession"
-    _record: Callable[[str, str, str, dict], None]
-    _props: list
+
+    name = "quality"
+
+    section = "quality"  # the report section this family owns (JSON key; HTML by ``render_html``)
+
+    def __init__(self, ctx: "CheckContext"):
+        self._ctx = ctx
+
+    @staticmethod
+    def render_html(doc: Any) -> str:
+        return html_section(doc)
 
     def _task_sets(self, tasks: Any) -> list[TaskSet]:
-        cfg = self._s.cfg
+        cfg = self._ctx.cfg
         if cfg.tasks:  # --parity-tasks replaces the task sets a test names, like --parity-prompts
             tasks = cfg.tasks
         if tasks is None:
@@ -658,10 +689,10 @@ class QualityChecks:
         return resolve_task_sources(tasks, cfg.max_tokens, cfg.rootdir)
 
     def _quality_settings(self, max_drop: Optional[float], confidence: Optional[float]) -> tuple[float, float]:
-        points = self._s.cfg.max_quality_drop if max_drop is None else float(max_drop)
+        points = self._ctx.cfg.max_quality_drop if max_drop is None else float(max_drop)
         if not 0.0 <= points < 100.0:
             raise ValueError(f"max_drop is in percentage points and must be in [0, 100), got {max_drop!r}")
-        conf = self._s.cfg.confidence if confidence is None else float(confidence)
+        conf = self._ctx.cfg.confidence if confidence is None else float(confidence)
         if not 0.5 < conf < 1.0:
             raise ValueError(f"confidence must be in (0.5, 1) for the paired tests, got {conf!r}")
         return points, conf
@@ -672,24 +703,26 @@ class QualityChecks:
         (default ``--parity-max-quality-drop``); ``confidence`` default ``--parity-confidence``.
         With several tasks the last result is the pooled one, named ``all``."""
         points, conf = self._quality_settings(max_drop, confidence)
+        alpha = self._ctx.cfg.alpha_per_decision
         sets = self._task_sets(tasks)
         items = [it for ts in sets for it in ts.items]
-        self._s.register([it.request for it in items], aux=True)
-        self._s.run_pending()  # everything pending goes to each engine as one batch
-        ref_res, cand_res = self._s.results["reference"], self._s.results["candidate"]
-        names = (self._s.reference.name, self._s.candidate.name)
+        self._ctx.register([it.request for it in items], aux=True)
+        self._ctx.run_pending()  # everything pending goes to each engine as one batch
+        ref_res, cand_res = self._ctx.completions("reference"), self._ctx.completions("candidate")
+        names = (self._ctx.reference.name, self._ctx.candidate.name)
         out = []
         for ts in sets:
             pairs = [(it, ref_res[it.request.key()], cand_res[it.request.key()]) for it in ts.items]
-            out.append(evaluate_task(ts.name, pairs, points / 100.0, 1.0 - conf, ts.source, *names))
+            out.append(evaluate_task(ts.name, pairs, points / 100.0, alpha, ts.source, *names,
+                                     alpha_equivalence=1.0 - conf))
         if len(out) > 1:
             pooled_outcomes = [o for r in out for o in r.outcomes]
             from .stats import paired_accuracy
 
             v = paired_accuracy([o.ref_correct for o in pooled_outcomes], [o.cand_correct for o in pooled_outcomes],
-                                max_drop=points / 100.0, alpha=1.0 - conf)
+                                max_drop=points / 100.0, alpha=alpha, alpha_equivalence=1.0 - conf)
             out.append(TaskResult(POOLED, ", ".join(r.task for r in out), pooled_outcomes, v, *names))
-        return out
+        return holm_worse(out, alpha)
 
     def assert_quality_parity(self, tasks: Any = None, *, max_drop: Optional[float] = None,
                               confidence: Optional[float] = None, strict: bool = False) -> list[TaskResult]:
@@ -702,9 +735,9 @@ class QualityChecks:
         """
         results = self.quality_results(tasks, max_drop, confidence)
         points, conf = self._quality_settings(max_drop, confidence)
-        section = self._s.sections.setdefault("quality", {"tasks": []})
+        section = self._ctx.section("quality", lambda: {"tasks": []})
         section.update({"max_drop_points": points, "confidence": conf, "strict": bool(strict),
-                        "reference": self._s.reference.name, "candidate": self._s.candidate.name})
+                        "reference": self._ctx.reference.name, "candidate": self._ctx.candidate.name})
         by_name = {t["task"]: i for i, t in enumerate(section["tasks"])}
         for r in results:
             d = r.to_dict()
@@ -713,9 +746,12 @@ class QualityChecks:
             else:
                 section["tasks"].append(d)
             lost = ", ".join(o.id for o in r.lost[:10]) + (f" (+{len(r.lost) - 10} more)" if len(r.lost) > 10 else "")
-            self._record(f"quality:{r.task}", r.check_verdict, r.summary() + (f"; lost: {lost}" if lost else ""),
-                         r.numbers())
-            self._props.append((f"quality_{r.task}", r.verdict))
+            # one gate: the pooled verdict (or the only task); per-task verdicts are findings that
+            # fail the step only when a task is shown worse (Holm over the tasks)
+            gating = r.task == POOLED or len(results) == 1
+            self._ctx.record(f"quality:{r.task}", r.check_verdict, r.summary() + (f"; lost: {lost}" if lost else ""),
+                             {**r.numbers(), "gating": gating})
+            self._ctx.properties.append((f"quality_{r.task}", r.verdict))
         bad = [r for r in results if r.verdict == "worse" or (strict and r.verdict == "inconclusive")]
         if bad:
             kinds = sorted({r.verdict for r in bad})
@@ -731,7 +767,7 @@ def _points(x: float) -> str:
 
 
 def _mismatch(msg: str) -> AssertionError:
-    from .session import ParityMismatch
+    from ..errors import ParityMismatch
 
     return ParityMismatch(msg)
 

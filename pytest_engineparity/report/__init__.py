@@ -8,31 +8,27 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .atomic import atomic_write_text
-from .config import MIGRATION_STEPS
+from ..checks.verdicts import ERROR, FAIL, INCONCLUSIVE, PASS, SEVERITY, SHARED, SKIP, WARN
+from ..config import MIGRATION_STEPS
+from ..runtime.files import atomic_write_text
 
 __all__ = ["SCHEMA_VERSION", "StepVerdict", "build_steps", "overall_verdict", "terminal_lines",
-           "write_json", "write_html", "atomic_write_text", "schema"]
+           "write_json", "write_html", "atomic_write_text", "schema", "build_document", "error_control",
+           "exit_blocks"]
 
 SCHEMA_VERSION = 1
-# report sections owned by check modules: JSON key -> "module:function(doc) -> html"
-SECTION_RENDERERS = {
-    "latency": "pytest_engineparity.latency:html_section",
-    "limits": "pytest_engineparity.truncation:html_section",
-    "baseline": "pytest_engineparity.baseline:html_section",
-    "quality": "pytest_engineparity.quality:html_section",
-}
-_ORDER = {"fail": 0, "error": 0, "inconclusive": 1, "warn": 2, "pass": 3, "skip": 4}
+_ORDER = SEVERITY
 
 
 @dataclass
 class StepVerdict:
     step: str
-    verdict: str  # "PASS" | "FAIL" | "SKIPPED"
+    verdict: str  # "PASS" | "FAIL" | "INCONCLUSIVE" | "SKIPPED"
     checks: list = field(default_factory=list)  # list[Check]
 
     @property
@@ -45,24 +41,39 @@ class StepVerdict:
 
     @property
     def worst(self) -> str:
-        bad = sorted(self.checks, key=lambda c: _ORDER.get(c.verdict, 5))
-        if not bad or bad[0].verdict in ("pass", "skip"):
+        bad = sorted(self.checks, key=lambda c: _ORDER.get(c.verdict, 6))
+        if not bad or bad[0].verdict in (PASS, SKIP):
             return ""
         c = bad[0]
-        return f"{c.name}: {c.detail}".strip()
+        return f"{c.name}: {_finding(c.detail)}".strip()
 
     def to_dict(self) -> dict[str, Any]:
         return {"step": self.step, "verdict": self.verdict.lower(), "passed": self.passed,
                 "failed": self.failed, "worst": self.worst, "checks": [c.to_dict() for c in self.checks]}
 
 
+def _finding(detail: str) -> str:
+    """The finding, not the exception path pytest puts before it."""
+    m = re.match(r"^(?:[A-Za-z_][\w]*\.)+[A-Za-z_]\w*(?:Mismatch|Error|Exception|Unavailable): ", detail or "")
+    return detail[m.end():] if m else detail
+
+
+def _gating(c: Any) -> bool:
+    return bool((c.numbers or {}).get("gating", True))
+
+
 def build_steps(checks: Sequence[Any]) -> list[StepVerdict]:
+    """Per step: FAIL if a check failed (a measured difference or a user bound surely missed) or
+    errored; else INCONCLUSIVE if a gating check could not decide; else PASS if anything ran
+    (``shared`` findings and ``warn`` do not fail a step); else SKIPPED."""
     steps = []
     for step in MIGRATION_STEPS:
         mine = [c for c in checks if c.step == step]
-        if any(c.verdict in ("fail", "error") for c in mine):
+        if any(c.verdict in (FAIL, ERROR) for c in mine):
             v = "FAIL"
-        elif any(c.verdict == "pass" for c in mine):
+        elif any(c.verdict == INCONCLUSIVE and _gating(c) for c in mine):
+            v = "INCONCLUSIVE"
+        elif any(c.verdict in (PASS, SHARED, WARN, INCONCLUSIVE) for c in mine):
             v = "PASS"
         else:
             v = "SKIPPED"
@@ -71,19 +82,46 @@ def build_steps(checks: Sequence[Any]) -> list[StepVerdict]:
 
 
 def overall_verdict(steps: Sequence[StepVerdict]) -> tuple[str, str]:
-    """("pass"|"fail", reason). Nothing that ran is never a pass."""
+    """("pass"|"fail"|"inconclusive", reason). Nothing that ran is never a pass."""
     failed = [s.step for s in steps if s.verdict == "FAIL"]
     if failed:
         return "fail", f"step(s) failed: {', '.join(failed)}"
-    if not any(s.verdict == "PASS" for s in steps):
+    if not any(s.verdict in ("PASS", "INCONCLUSIVE") for s in steps):
         return "fail", "no migration step ran a check"
+    open_ = [s.step for s in steps if s.verdict == "INCONCLUSIVE"]
+    if open_:
+        return "inconclusive", (f"not enough evidence in step(s) {', '.join(open_)} (no difference shown; "
+                                "see each check for what would settle it)")
     return "pass", "every step that ran passed"
+
+
+def exit_blocks(verdict: str, inconclusive_policy: str) -> bool:
+    """Whether the run's verdict makes the exit status non-zero."""
+    return verdict == "fail" or (verdict == "inconclusive" and inconclusive_policy == "block")
+
+
+def error_control(checks: Sequence[Any], alpha: float, gates: int) -> dict[str, Any]:
+    """How the run's false-alarm rate is bounded: each statistical fail decision ran at
+    ``alpha / gates`` (Bonferroni); with ``m`` decisions the family-wise bound is m x share."""
+    share = alpha / gates
+    decisions = [c.name for c in checks if "alpha_fail" in (c.numbers or {}) and _gating(c)]
+    m = len(decisions)
+    bound = min(1.0, m * share)
+    return {"alpha": alpha, "gates": gates, "alpha_per_decision": share, "decisions": m,
+            "decision_checks": decisions, "family_wise_bound": bound,
+            "note": (f"{m} statistical fail decisions at {share:g} each: the chance that a healthy pair "
+                     f"fails any of them is at most {bound:.3g}" + ("" if m <= gates else
+                     f" (more than --parity-gates={gates}: raise it to keep the bound at {alpha:g})"))}
 
 
 def terminal_lines(steps: Sequence[StepVerdict], verdict: tuple[str, str], width: int = 100) -> list[str]:
     rows = [("step", "verdict", "passed", "failed", "worst finding")]
     for s in steps:
         rows.append((s.step, s.verdict, str(s.passed), str(s.failed), s.worst.replace("\n", " ")))
+    return _table_lines(rows, verdict, width)
+
+
+def _table_lines(rows: list, verdict: tuple[str, str], width: int = 100) -> list[str]:
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     out = []
     for r in rows:
@@ -93,6 +131,65 @@ def terminal_lines(steps: Sequence[StepVerdict], verdict: tuple[str, str], width
         out.append(f"{head}  {tail}".rstrip())
     out.append(f"overall: {verdict[0].upper()} ({verdict[1]})")
     return out
+
+
+def build_document(session: Any, checks: Sequence[Any]) -> dict[str, Any]:
+    """The report document (JSON-ready) from the parity session and every recorded check."""
+    steps = build_steps(checks)
+    verdict, reason = overall_verdict(steps)
+    prompts = []
+    for res in session.finished_results():
+        d = res.to_dict()
+        d["explain"] = "" if res.comparison.exact else res.explain()
+        prompts.append(d)
+    try:
+        from ..runtime.fingerprint import machine_fingerprint
+
+        env = machine_fingerprint()
+    except Exception as exc:  # the report must still be written
+        env = {"error": f"fingerprint failed: {exc}"}
+    cfg = session.cfg
+    n = len(prompts)
+    engines = []
+    for h in session.handles:
+        d = h.describe()
+        try:
+            from ..engines.registry import capabilities_of
+
+            d["capabilities"] = capabilities_of(h.spec.kind, h.spec).to_dict()
+        except Exception as exc:  # an unknown third-party kind still gets a report
+            d["capabilities"] = {"error": str(exc)}
+        engines.append(d)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "verdict": verdict,
+        "reason": reason,
+        "exit_blocks": exit_blocks(verdict, cfg.inconclusive),
+        "error_control": error_control(checks, cfg.alpha, cfg.gates),
+        "steps": [s.to_dict() for s in steps],
+        "engines": engines,
+        "environment": env,
+        "settings": {"min_equivalence": cfg.min_equivalence, "confidence": cfg.confidence,
+                     "similarity": cfg.similarity, "top_k": cfg.top_k, "tie_tolerance": cfg.tie_tolerance,
+                     "noise_floor": cfg.noise_floor, "prompts_file": cfg.prompts, "sample": cfg.sample,
+                     "seed": cfg.seed, "alpha": cfg.alpha, "gates": cfg.gates, "inconclusive": cfg.inconclusive},
+        "summary": {"prompts": n, "exact": sum(p["comparison"]["exact"] for p in prompts),
+                    "equivalent": sum(p["comparison"]["equivalent"] for p in prompts),
+                    "noise_floor": session.noise_floor, "single_calls": session.single_calls,
+                    "schedule": session.schedule,
+                    "similarity_seconds": session.timings["similarity_s"]},
+        "prompts": prompts,
+        **session.sections,
+    }
+
+
+def terminal_table(doc: dict[str, Any]) -> list[str]:
+    """The terminal table from the JSON document's rows."""
+    steps = [StepVerdict(s["step"], s["verdict"].upper(), []) for s in doc["steps"]]
+    rows = [("step", "verdict", "passed", "failed", "worst finding")]
+    for s, d in zip(steps, doc["steps"]):
+        rows.append((s.step, s.verdict, str(d["passed"]), str(d["failed"]), d["worst"].replace("\n", " ")))
+    return _table_lines(rows, (doc["verdict"], doc["reason"]))
 
 
 def schema() -> dict[str, Any]:
@@ -164,12 +261,12 @@ def write_html(path: str | Path, doc: dict[str, Any]) -> None:
         )
     thr = doc.get("settings", {}).get("similarity")
     extra = []
-    for key, where in SECTION_RENDERERS.items():
-        if doc.get(key) is not None:
-            import importlib
+    from ..checks import FAMILIES, family_class
 
-            mod, _, fn = where.partition(":")
-            extra.append(getattr(importlib.import_module(mod), fn)(doc))
+    for name in FAMILIES:
+        fam = family_class(name)
+        if fam.section and doc.get(fam.section) is not None:
+            extra.append(fam.render_html(doc))
     engines = "".join(f"<li><b>{e(x['role'])}</b>: {e(x['name'])} — {e(str((x.get('info') or {}).get('version')))}</li>"
                       for x in doc.get("engines", []))
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>engine parity: {e(verdict.upper())}</title>

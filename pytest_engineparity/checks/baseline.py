@@ -48,14 +48,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
 
-from .atomic import atomic_write_text, read_json_object
+from ..runtime.files import atomic_write_text, read_json_object
 from .compare import EquivalencePolicy, PairComparison, compare_pair, render_divergence
-from .enginedir import CONFIG_FILE, EngineDirError, inspect_engine_dir
-from .fingerprint import (SIDECAR_FILE, Finding, SidecarError, check_engine_dir, compare_fingerprints,
+from ..engines.enginedir import CONFIG_FILE, EngineDirError, inspect_engine_dir
+from ..runtime.fingerprint import (SIDECAR_FILE, Finding, SidecarError, check_engine_dir, compare_fingerprints,
                           machine_fingerprint, read_sidecar, worst)
-from .types import Completion, GenerationRequest
+from ..types import Completion, GenerationRequest
 
 if TYPE_CHECKING:  # scipy (stats) is imported only when a comparison runs
+    from .context import CheckContext
     from .stats import EquivalenceRateVerdict, RegressionVerdict
 
 __all__ = [
@@ -144,7 +145,7 @@ def build_baseline(role: str, items: Sequence[tuple[GenerationRequest, Completio
                    engine: dict[str, Any], fingerprint: dict[str, Any],
                    settings: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """The JSON document of one role's baseline (see the module docstring)."""
-    from . import __version__
+    from .. import __version__
 
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
@@ -597,12 +598,12 @@ def compare_baseline(baseline: Baseline, current: Sequence[tuple[GenerationReque
 # compatibility of a TensorRT-LLM engine directory with this machine
 
 # Runs in the engine's interpreter too (``python -c``), where only the standard library and
-# pytest_engineparity.fingerprint (stdlib-only) may be importable: no numpy/scipy here.
+# pytest_engineparity.runtime.fingerprint (stdlib-only) may be importable: no numpy/scipy here.
 _PACKAGES_SRC = r"""
 import ast
 from importlib import util as _import_util
 from pathlib import Path
-from pytest_engineparity.fingerprint import package_versions
+from pytest_engineparity.runtime.fingerprint import package_versions
 
 
 def _module_version(module):
@@ -658,7 +659,7 @@ def serving_packages(spec: Any, timeout: float = 120.0) -> tuple[dict[str, Any],
     python = getattr(spec, "python", None)
     if not python and "PYTHONPATH" not in env_extra:
         return _packages_here(), f"this interpreter ({sys.executable})"
-    from .workerclient import PACKAGE_PARENT
+    from ..runtime.client import PACKAGE_PARENT
 
     exe = python or sys.executable
     env = dict(os.environ)
@@ -745,7 +746,8 @@ def engine_compatibility(spec: Any, role: str, serve: Optional[dict[str, Any]] =
     kind = getattr(spec, "kind", None)
     target = getattr(spec, "target", None)
     res = EngineCompatibility(role=role, engine=label)
-    if kind != "trtllm":
+    caps = _capabilities(kind)
+    if caps is None or not caps.compiled_engine_dir:
         res.skip_reason = (f"the {role} engine {label!r} is a {kind} engine, not a TensorRT-LLM engine directory:"
                            " nothing compiled to check against this machine")
         return res
@@ -821,26 +823,16 @@ def engine_compatibility(spec: Any, role: str, serve: Optional[dict[str, Any]] =
 # baseline-only mode (one engine)
 
 
-def expand_single_engine(raw: str, baseline: Optional[str]) -> tuple[str, bool]:
-    """``--engine-pair`` with one engine: allowed only with ``--parity-baseline`` (the
-    post-driver-update check compares that engine with its own saved baseline).
+from ..config import expand_single_engine  # noqa: E402,F401  (lives in config; re-exported)
 
-    Returns (the REF,CAND string to parse, single): ``("trtllm:/e", "bl")`` ->
-    ``("trtllm:/e,trtllm:/e", True)``; a two-engine value comes back unchanged with ``False``.
-    Raises ``config.ConfigError`` for one engine without a baseline.
-    """
-    from .config import ConfigError
 
-    parts = [p.strip() for p in str(raw).split(",")]
-    if len(parts) != 1:
-        return raw, False
-    if not parts[0]:
-        raise ConfigError(f"--engine-pair: expected REF,CAND, got {raw!r}")
-    if not baseline:
-        raise ConfigError(f"--engine-pair: expected REF,CAND (two engines separated by one comma), got {raw!r};"
-                          " one engine alone needs --parity-baseline=DIR (the post-driver-update check compares"
-                          " it with its saved baseline)")
-    return f"{parts[0]},{parts[0]}", True
+def _capabilities(kind: Any) -> Any:
+    try:
+        from ..engines.registry import capabilities_of
+
+        return capabilities_of(str(kind))
+    except Exception:  # an unknown kind has nothing compiled to check
+        return None
 
 
 def is_single_engine(session: Any) -> bool:
@@ -869,39 +861,43 @@ class _State:
     recorded: set = field(default_factory=set)  # checks recorded once per session
 
 
-_STATES: "weakref.WeakKeyDictionary[Any, _State]" = weakref.WeakKeyDictionary()
 
 
 class BaselineChecks:
-    """Mixin for EnginePair: compatibility of engine dirs with this machine, and baselines.
+    """The baseline check family (``engine_pair.baseline``): compatibility of engine dirs with this machine, and baselines.
 
-    Uses ``self._s`` (ParitySession), ``self.policy``, ``self._record``; raises
+    Works through its ``CheckContext`` only; raises
     ``session.ParityMismatch`` with a message that explains itself.
     """
 
-    _s: Any
-    policy: EquivalencePolicy
-    _record: Callable[[str, str, str, dict], None]
+
+    name = "baseline"
+
+    section = "baseline"  # the report section this family owns (JSON key; HTML by ``render_html``)
+
+    def __init__(self, ctx: "CheckContext"):
+        self._ctx = ctx
+
+    @staticmethod
+    def render_html(doc: Any) -> str:
+        return html_section(doc)
 
     # -- shared state ---------------------------------------------------------------------
     def _bl_state(self) -> _State:
-        st = _STATES.get(self._s)
-        if st is None:
-            st = _STATES[self._s] = _State()
-        return st
+        return self._ctx.state("baseline", _State)
 
     def _bl_section(self) -> dict[str, Any]:
-        return self._s.sections.setdefault("baseline", {})
+        return self._ctx.section("baseline", lambda: {})
 
     @property
     def single_engine(self) -> bool:
         """Baseline-only mode: one engine, run as the candidate."""
-        return is_single_engine(self._s)
+        return self._ctx.single_engine
 
     def _handle(self, role: str) -> Any:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        return self._s.reference if role == "reference" else self._s.candidate
+        return self._ctx.engine(role)
 
     # -- fingerprint ----------------------------------------------------------------------
     def machine_fingerprint(self) -> dict[str, Any]:
@@ -913,16 +909,16 @@ class BaselineChecks:
 
     def record_machine_fingerprint(self) -> dict[str, Any]:
         """Take the fingerprint, check it is usable, and record it (check ``machine-fingerprint``)."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         fp = self.machine_fingerprint()
         missing = [k for k in ("schema_version", "nvidia", "gpus", "packages", "platform") if k not in fp]
         summary = fingerprint_summary(fp)
         self._bl_section()["fingerprint_summary"] = summary
         if missing:
-            self._record("machine-fingerprint", "fail", f"fingerprint lacks {missing}", {})
+            self._ctx.record("machine-fingerprint", "fail", f"fingerprint lacks {missing}", {})
             raise ParityMismatch(f"machine fingerprint lacks {missing}: {fp}")
-        self._record("machine-fingerprint", "pass", summary,
+        self._ctx.record("machine-fingerprint", "pass", summary,
                      {"gpus": len(fp.get("gpus") or []), "nvidia_available": bool((fp.get("nvidia") or {}).get("available"))})
         return fp
 
@@ -945,13 +941,13 @@ class BaselineChecks:
         """Record every finding as a check ``<role> <finding>``; raise if any fails (rebuild
         required, driver too old, broken directory or sidecar). The caller skips on
         ``skip_reason``."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         res = self.engine_dir_compatibility(role)
         if res.skip_reason:
             return res
         for f in res.findings:
-            self._record(f"{role} {f.name}", f.verdict, f.detail, {"engine_dir": res.engine_dir})
+            self._ctx.record(f"{role} {f.name}", f.verdict, f.detail, {"engine_dir": res.engine_dir})
         if res.verdict == "fail":
             raise ParityMismatch("engine directory not compatible with this machine\n" + res.explain())
         return res
@@ -963,7 +959,7 @@ class BaselineChecks:
         with; warn when rewriting it (--parity-baseline-update) or when the baseline was itself
         recorded on this driver (it cannot show what the change did); pass when it was recorded
         on another driver. Returns the driver findings (empty: nothing to require)."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         changed = {r: c.driver_changed for r in ROLES
                    for c in [self.engine_dir_compatibility(r)] if not c.skip_reason and c.driver_changed}
@@ -972,13 +968,13 @@ class BaselineChecks:
         what = "; ".join(f"{r}: {d}" for r, d in changed.items())
         mode = self.baseline_mode
         if mode is None:
-            self._record("baseline-after-driver-change", "fail", f"{what}; no --parity-baseline given", {})
+            self._ctx.record("baseline-after-driver-change", "fail", f"{what}; no --parity-baseline given", {})
             raise ParityMismatch(
                 f"the NVIDIA driver changed since the engine was built ({what}). The engine loads, but its"
                 " outputs and latency may move: compare against a baseline saved before the update with"
                 f" --parity-baseline=DIR (record one on the old driver with {UPDATE_HINT}).")
         if mode == "update":
-            self._record("baseline-after-driver-change", "warn",
+            self._ctx.record("baseline-after-driver-change", "warn",
                          f"{what}; {UPDATE_HINT} rewrites the baseline on this driver instead of comparing", {})
             return list(changed.values())
         now = (self.machine_fingerprint().get("nvidia") or {}).get("driver_version")
@@ -1000,22 +996,22 @@ class BaselineChecks:
                 notes.append(f"the {role} baseline {path} was recorded on driver {_fmt(recorded)}, now {_fmt(now)}:"
                              " the baseline checks compare across the change")
         if missing:
-            self._record("baseline-after-driver-change", "fail", f"{what}; " + "; ".join(missing), {})
+            self._ctx.record("baseline-after-driver-change", "fail", f"{what}; " + "; ".join(missing), {})
             raise ParityMismatch(f"the NVIDIA driver changed since the engine was built ({what}), and there is no"
                                  " usable baseline to compare with:\n" + "\n".join(missing))
-        self._record("baseline-after-driver-change", "warn" if "warn" in verdicts else "pass",
+        self._ctx.record("baseline-after-driver-change", "warn" if "warn" in verdicts else "pass",
                      f"{what}; " + "; ".join(notes), {})
         return list(changed.values())
 
     # -- baselines ------------------------------------------------------------------------
     def baseline_dir(self) -> Optional[Path]:
-        b = self._s.cfg.baseline
+        b = self._ctx.cfg.baseline
         return Path(b).expanduser().resolve() if b else None
 
     @property
     def baseline_mode(self) -> Optional[str]:
         """None (no --parity-baseline), "update" (--parity-baseline-update) or "compare"."""
-        cfg = self._s.cfg
+        cfg = self._ctx.cfg
         if not cfg.baseline:
             return None
         return "update" if cfg.baseline_update else "compare"
@@ -1025,7 +1021,7 @@ class BaselineChecks:
         return baseline_path(d, role) if d is not None else None
 
     def _role_items(self, role: str) -> list[tuple[GenerationRequest, Completion]]:
-        results = self._s.all_results(self.policy)  # runs every declared request once per engine
+        results = self._ctx.suite_results()  # runs every declared request once per engine
         side = "reference" if role == "reference" else "candidate"
         return [(r.request, getattr(r, side)) for r in results]
 
@@ -1040,7 +1036,7 @@ class BaselineChecks:
         st = self._bl_state()
         rs = st.roles.get(role)
         if rs is None:
-            cfg = self._s.cfg
+            cfg = self._ctx.cfg
             path = self.baseline_file(role)
             if path is None:
                 raise ValueError("no --parity-baseline=DIR given")
@@ -1055,7 +1051,7 @@ class BaselineChecks:
         return rs
 
     def _run_baseline(self, role: str, rs: _RoleState) -> None:
-        cfg = self._s.cfg
+        cfg = self._ctx.cfg
         section = self._bl_section()
         section["dir"] = str(rs.path.parent.parent)
         roles = section.setdefault("roles", {})
@@ -1082,13 +1078,13 @@ class BaselineChecks:
         items = self._role_items(role)
         rs.comparison = compare_baseline(
             base, items, engine=self._engine_desc(role), fingerprint=self.machine_fingerprint(),
-            policy=self.policy, min_rate=cfg.min_equivalence, confidence=cfg.confidence,
+            policy=self._ctx.policy, min_rate=cfg.min_equivalence, confidence=cfg.confidence,
             max_ratio=cfg.max_slowdown, similarities=self._similarities, seed=cfg.seed)
         roles[role] = rs.comparison.to_dict()
 
     def _similarities(self, pairs: list) -> list:
         """The session's scorer (one model per process, its time counted in the report)."""
-        session_sims = getattr(self._s, "similarities", None)
+        session_sims = self._ctx.similarities
         return session_sims(pairs) if session_sims is not None else _default_similarities(pairs)
 
     def _record_changes(self, role: str, comp: BaselineComparison) -> None:
@@ -1097,7 +1093,7 @@ class BaselineChecks:
             return
         st.recorded.add(("changes", role))
         v = "warn" if comp.fingerprint_changes else "pass"
-        self._record(f"{role} baseline-fingerprint", v,
+        self._ctx.record(f"{role} baseline-fingerprint", v,
                      "; ".join(comp.fingerprint_changes) or f"same machine facts as the baseline of {comp.written_at}",
                      {"changes": list(comp.fingerprint_changes), "engine_changes": list(comp.engine_changes)})
 
@@ -1105,7 +1101,7 @@ class BaselineChecks:
         """This prompt against the role's baseline: fails on hard evidence only (an error on one
         side, a token outside the other's top-k before the fork, no baseline entry). Whether forks
         stay rare is ``assert_matches_baseline``. Returns None while the baseline is rewritten."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         rs = self.baseline_state(role)
         if rs.mode == "update":
@@ -1126,12 +1122,12 @@ class BaselineChecks:
         pass ``equivalence_rate_verdict`` (--parity-min-equivalence at --parity-confidence), and
         every prompt must have a baseline entry. Records ``<role> baseline-outputs`` and the
         machine/engine changes. With --parity-baseline-update, writes the baseline instead."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         rs = self.baseline_state(role)
         if rs.mode == "update":
             assert rs.written is not None
-            self._record(f"{role} baseline-written", "pass",
+            self._ctx.record(f"{role} baseline-written", "pass",
                          f"wrote {rs.written['path']} ({rs.written['prompts']} prompts) on"
                          f" {rs.written['fingerprint_summary']}", {"prompts": rs.written["prompts"]})
             return None
@@ -1141,7 +1137,7 @@ class BaselineChecks:
         numbers = {**comp.rate.to_dict(), "n_exact": comp.n_exact, "missing": len(comp.missing),
                    "unused": comp.unused, "fingerprint_diff": comp.fingerprint_changes}
         detail = comp.headline() + ("; machine: " + "; ".join(comp.fingerprint_changes) if comp.fingerprint_changes else "")
-        self._record(f"{role} baseline-outputs", "pass" if comp.outputs_passed else "fail", detail, numbers)
+        self._ctx.record(f"{role} baseline-outputs", "pass" if comp.outputs_passed else "fail", detail, numbers)
         if not comp.outputs_passed:
             raise ParityMismatch(comp.explain_outputs())
         return comp
@@ -1150,7 +1146,7 @@ class BaselineChecks:
         """Latency of this run against the baseline's (TTFT, TPOT, end-to-end; p50, p95): fails
         only when a bootstrap CI of now/baseline lies wholly above --parity-max-slowdown;
         inconclusive (small samples) is recorded as such and does not fail."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
         rs = self.baseline_state(role)
         if rs.mode == "update":
@@ -1160,7 +1156,7 @@ class BaselineChecks:
         v = comp.latency_verdict
         msgs = [f"{m} {s}: {x.message}" for m, st in comp.latency.items() for s, x in st.items()]
         detail = "; ".join(msgs[:3]) + (f" ({comp.latency_note})" if comp.latency_note else "")
-        self._record(f"{role} baseline-latency", v, detail,
+        self._ctx.record(f"{role} baseline-latency", v, detail,
                      {m: {s: x.to_dict() for s, x in st.items()} for m, st in comp.latency.items()})
         if v == "fail":
             raise ParityMismatch(comp.explain_latency())
@@ -1169,9 +1165,9 @@ class BaselineChecks:
     def assert_still_answers(self, request: GenerationRequest, role: str = "reference") -> Completion:
         """The role's engine answered this request: a completion, or a rejection the other engine
         shares (same error type, e.g. an over-length prompt both refuse)."""
-        from .session import ParityMismatch
+        from ..errors import ParityMismatch
 
-        res = self._s.result(request, self.policy)
+        res = self._ctx.result(request, self._ctx.policy)
         mine = res.reference if role == "reference" else res.candidate
         other = res.candidate if role == "reference" else res.reference
         name = self._handle(role).name

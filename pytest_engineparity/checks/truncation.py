@@ -64,12 +64,14 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from .compare import first_divergence
-from .session import ParityMismatch
-from .types import Completion, EngineInfo, EngineLimits, GenerationRequest
-from .workerclient import RemoteError
+from ..errors import ParityMismatch, RemoteError
+from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .context import CheckContext
 
 __all__ = [
     "CHECK_MAX_TOKENS", "CHECK_STOP", "CHECK_EOS", "CHECK_OVERLENGTH", "CHECK_SIDE", "CHECK_LIMITS",
@@ -1153,15 +1155,8 @@ def judge_truncate_side(cases: Sequence[Case], outputs: Outputs, who: Optional[W
 
 LIMIT_ROWS = (("context length", "max_model_len"), ("input limit", "max_input_len"),
               ("output limit", "max_output_len"), ("batch limit", "max_batch_size"))
-LIMIT_SOURCES = {
-    "vllm": "vllm.LLM: model_config.max_model_len, scheduler_config.max_num_seqs",
-    "trtllm": "engine config.json build_config (max_seq_len, max_input_len, max_batch_size) or LlmArgs",
-    "openai": "GET /v1/models (max_model_len of the model card)",
-    "hf": "engine args max_model_len (else the model config's max_position_embeddings)",
-}
-
-
-def limits_table(infos: Mapping[str, EngineInfo], names: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
+def limits_table(infos: Mapping[str, EngineInfo], names: Optional[Mapping[str, str]] = None,
+                 sources: Optional[Mapping[str, str]] = None) -> dict[str, Any]:
     """Both engines' limits side by side: ``{"engines": {role: ...}, "rows": [...]}``; a row
     ``differs`` when both engines report the limit and the values differ."""
     engines = {}
@@ -1169,7 +1164,7 @@ def limits_table(infos: Mapping[str, EngineInfo], names: Optional[Mapping[str, s
         info = infos[r]
         engines[r] = {"name": (names or {}).get(r, r), "kind": info.kind, "model": info.model,
                       "version": info.version, "limits": info.limits.to_dict(),
-                      "source": LIMIT_SOURCES.get(info.kind, f"EngineInfo.limits of the {info.kind!r} adapter")}
+                      "source": (sources or {}).get(r) or f"EngineInfo.limits of the {info.kind!r} adapter"}
     rows = []
     for label, key in LIMIT_ROWS:
         a, b = (getattr(infos[r].limits, key) for r in ROLES)
@@ -1256,42 +1251,50 @@ def html_section(doc: Mapping[str, Any]) -> str:
 
 
 class TruncationChecks:
-    """Mixin for EnginePair: one method per family; each sends its edge cases to both engines as
+    """The truncation check family (``engine_pair.truncation``): one method per contract; each sends its edge cases to both engines as
     one batch per engine (through the session, so they land in the report), records a check named
     after the family, fills the report's ``limits`` section, and raises ParityMismatch on ``fail``
     (``warn`` and ``inconclusive`` are recorded and returned)."""
 
-    _s: Any
-    _record: Any
-    reference: Any
-    candidate: Any
+
+    name = "truncation"
+
+    section = "limits"  # the report section this family owns (JSON key; HTML by ``render_html``)
+
+    def __init__(self, ctx: "CheckContext"):
+        self._ctx = ctx
+
+    @staticmethod
+    def render_html(doc: Any) -> str:
+        return html_section(doc)
 
     # -- plumbing ----------------------------------------------------------------------------
     def _trunc_who(self) -> dict[str, str]:
-        return {"reference": f"reference {self._s.reference.name!r}",
-                "candidate": f"candidate {self._s.candidate.name!r}"}
+        return {"reference": f"reference {self._ctx.reference.name!r}",
+                "candidate": f"candidate {self._ctx.candidate.name!r}"}
 
     def _trunc_run(self, requests: Sequence[GenerationRequest]) -> dict[str, Pair]:
-        self._s.register(requests, aux=True)  # declared together: one batch per engine on the first result()
+        self._ctx.register(requests, aux=True)  # declared together: one batch per engine on the first result()
         out: dict[str, Pair] = {}
         for r in requests:
-            res = self._s.result(r)
+            res = self._ctx.result(r)
             out[r.key()] = (res.reference, res.candidate)
         return out
 
     def _trunc_section(self) -> dict[str, Any]:
-        sec = self._s.sections.setdefault("limits", {})
+        sec = self._ctx.section("limits", lambda: {})
         if "rows" not in sec:
-            infos = {"reference": self.reference.info, "candidate": self.candidate.info}
-            names = {"reference": self._s.reference.name, "candidate": self._s.candidate.name}
-            sec.update(limits_table(infos, names))
+            infos = {"reference": self._ctx.reference.info, "candidate": self._ctx.candidate.info}
+            names = {"reference": self._ctx.reference.name, "candidate": self._ctx.candidate.name}
+            sources = {r: self._ctx.engine(r).capabilities.limits_source for r in names}
+            sec.update(limits_table(infos, names, sources))
         return sec
 
     def _trunc_tokenize(self, text: str) -> list[int]:
         try:
-            return list(self.reference.tokenize(text))
+            return list(self._ctx.reference.tokenize(text))
         except RemoteError:  # the engine cannot tokenize (an HTTP server without /tokenize and no
-            return list(self.candidate.tokenize(text))  # tokenizer in its spec): use the other side
+            return list(self._ctx.candidate.tokenize(text))  # tokenizer in its spec): use the other side
 
     def _trunc_conclude(self, v: FamilyVerdict) -> FamilyVerdict:
         sec = self._trunc_section()
@@ -1299,7 +1302,7 @@ class TruncationChecks:
         for key in ("probes", "observed", "truncation_side"):
             if key in v.extra:
                 sec[key] = v.extra[key]
-        self._record(v.check, v.verdict, v.detail(), v.numbers())
+        self._ctx.record(v.check, v.verdict, v.detail(), v.numbers())
         if v.verdict == "fail":
             raise ParityMismatch(v.message())
         return v
@@ -1347,7 +1350,7 @@ class TruncationChecks:
         """Prompts of exact token lengths just below, at and just above each engine's prompt limit,
         and max_tokens beyond the room left (check ``truncation-overlength``). Names silent
         truncation, different limits and different error classes."""
-        limits = {"reference": self.reference.info.limits, "candidate": self.candidate.info.limits}
+        limits = {"reference": self._ctx.reference.info.limits, "candidate": self._ctx.candidate.info.limits}
         cases, notes = overlength_cases(limits["reference"], limits["candidate"],
                                         self._trunc_tokenize(FILLER_TEXT), max_tokens=max_tokens)
         out = self._trunc_run([c.request for c in cases]) if cases else {}

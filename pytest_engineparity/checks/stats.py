@@ -84,7 +84,13 @@ def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tup
 
 @dataclass(frozen=True)
 class EquivalenceRateVerdict:
-    """Whether enough prompts were equivalent, with confidence, to pass the gate."""
+    """Three-way verdict on the equivalence rate against ``min_rate``:
+
+    * ``pass``: the one-sided lower confidence bound (``confidence``) reaches ``min_rate``;
+    * ``fail``: the rate is shown below ``min_rate`` (exact binomial test of H0 rate >= min_rate,
+      p = P(X <= observed | n, min_rate) < ``alpha_fail``, the family-wise alpha share);
+    * ``inconclusive``: neither; ``more_needed`` and ``power`` say what would settle it.
+    """
 
     passed: bool
     n_equivalent: int
@@ -96,6 +102,10 @@ class EquivalenceRateVerdict:
     min_n_all_equivalent: Optional[int]  # smallest n that passes when every prompt is equivalent
     more_needed: Optional[int]  # further prompts, all equivalent, that would make this pass
     message: str
+    verdict: str = "inconclusive"  # "pass" | "fail" | "inconclusive"
+    p_fail: float = 1.0  # P(X <= observed | n, min_rate): evidence the rate is below min_rate
+    alpha_fail: float = 0.05
+    power_at_0_98: float = 0.0  # P(pass) at this n if the true rate were 0.98
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,37 +146,59 @@ def _more_needed(s: int, n: int, min_rate: float, confidence: float) -> Optional
     return hi
 
 
-def equivalence_rate_verdict(n_equivalent: int, n: int, min_rate: float = 0.90,
-                             confidence: float = 0.95) -> EquivalenceRateVerdict:
-    """Pass only if the one-sided lower confidence bound of the equivalence rate is >= ``min_rate``.
+def pass_probability(n: int, true_rate: float, min_rate: float, confidence: float) -> float:
+    """P(the lower bound reaches ``min_rate``) at ``n`` prompts if the true rate is ``true_rate``."""
+    if n <= 0:
+        return 0.0
+    xs = [x for x in range(n + 1) if proportion_lower_bound(x, n, confidence) >= min_rate]
+    if not xs:
+        return 0.0
+    return float(_st.binom.sf(min(xs) - 1, n, true_rate))
 
-    ``12/12 equivalent, 95% lower bound 0.779 < 0.90: need at least 29 prompts all equivalent``.
+
+def equivalence_rate_verdict(n_equivalent: int, n: int, min_rate: float = 0.90,
+                             confidence: float = 0.95, alpha_fail: float = 0.05) -> EquivalenceRateVerdict:
+    """Pass if the one-sided lower confidence bound of the equivalence rate is >= ``min_rate``;
+    fail only if the rate is shown to be below it (at ``alpha_fail``); else inconclusive.
+
+    ``12/12 equivalent, 95% lower bound 0.779 < 0.90: inconclusive, need at least 29 prompts``.
     """
     _check_confidence(confidence)
     _check_counts(n_equivalent, n)
     if not 0.0 <= min_rate <= 1.0:
         raise ValueError(f"min_rate must be in [0, 1], got {min_rate!r}")
+    if not 0.0 < alpha_fail < 0.5:
+        raise ValueError(f"alpha_fail must be in (0, 0.5), got {alpha_fail!r}")
     lb = proportion_lower_bound(n_equivalent, n, confidence)
     rate = n_equivalent / n if n else 0.0
     passed = n > 0 and lb >= min_rate
+    p_fail = float(_st.binom.cdf(n_equivalent, n, min_rate)) if n > 0 else 1.0
+    failed = n > 0 and not passed and p_fail < alpha_fail
     min_n = _min_n_all_equivalent(min_rate, confidence)
     more = 0 if passed else _more_needed(n_equivalent, n, min_rate, confidence)
+    power = pass_probability(n, 0.98, min_rate, confidence) if n > 0 else 0.0
     conf = f"{confidence * 100:g}%"
     head = f"{n_equivalent}/{n} equivalent, {conf} lower bound {lb:.3f}"
     if n == 0:
-        msg = f"no prompts compared: need at least {min_n} prompts all equivalent for {min_rate:.2f}"
+        msg = f"inconclusive: no prompts compared; need at least {min_n} prompts all equivalent for {min_rate:.2f}"
     elif passed:
         msg = f"{head} >= {min_rate:.2f}"
+    elif failed:
+        msg = (f"{head} < {min_rate:.2f}, and the rate is shown below {min_rate:.2f} "
+               f"(p={p_fail:.2g} < {alpha_fail:g}): {n - n_equivalent} not equivalent")
     elif min_n is None:
-        msg = f"{head} < {min_rate:.2f}: a required rate of 1.0 can never be shown with confidence"
-    elif n_equivalent == n:
-        msg = f"{head} < {min_rate:.2f}: need at least {min_n} prompts all equivalent"
+        msg = f"inconclusive: {head} < {min_rate:.2f}; a required rate of 1.0 can never be shown with confidence"
     else:
-        msg = (f"{head} < {min_rate:.2f}: {n - n_equivalent} not equivalent; it would take "
-               f"{more} more prompts, all equivalent, to pass (with none failing, {min_n} suffice)")
+        settle = (f"{more} more prompts, all equivalent, would settle it" if more is not None
+                  else "no number of further prompts can settle it")
+        msg = (f"inconclusive (not shown either way): {head} < {min_rate:.2f}, rate not shown below it "
+               f"(p={p_fail:.2g}); {settle}; power at this size {power * 100:.0f}% for a pair whose "
+               f"true rate is 0.98 (with none failing, {min_n} prompts suffice)")
+    verdict = "pass" if passed else ("fail" if failed else "inconclusive")
     return EquivalenceRateVerdict(passed=passed, n_equivalent=n_equivalent, n=n, rate=rate,
                                   lower_bound=lb, min_rate=min_rate, confidence=confidence,
-                                  min_n_all_equivalent=min_n, more_needed=more, message=msg)
+                                  min_n_all_equivalent=min_n, more_needed=more, message=msg,
+                                  verdict=verdict, p_fail=p_fail, alpha_fail=alpha_fail, power_at_0_98=power)
 
 
 # --------------------------------------------------------------------------------------------
@@ -502,10 +534,18 @@ class PairedAccuracyVerdict:
     alpha: float
     mcnemar_p: float  # exact, two-sided: binomtest(b, b + c, 0.5)
     p_not_worse: float  # non-inferiority: H0 drop >= max_drop
-    p_worse: float  # H0 drop <= max_drop
+    p_worse: float  # one-sided exact McNemar: H0 the candidate is not less accurate
     power_if_equal: float  # power of the non-inferiority test at this n if the true drop were 0
     items_needed: Optional[int]  # total items for 80 % power at the observed rates (inconclusive)
     message: str
+
+    @property
+    def power(self) -> float:
+        return self.power_if_equal
+
+    @property
+    def needed(self) -> Optional[int]:
+        return self.items_needed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -523,15 +563,16 @@ def _items_needed(p_b: float, p_c: float, margin: float, alpha: float, power: fl
 
 
 def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
-                    max_drop: float = 0.01, alpha: float = 0.05) -> PairedAccuracyVerdict:
+                    max_drop: float = 0.01, alpha: float = 0.05,
+                    alpha_equivalence: Optional[float] = None) -> PairedAccuracyVerdict:
     """Compare paired per-item correctness of two engines.
 
-    * ``equivalent``: the candidate is shown not worse by ``max_drop`` or more (one-sided
-      non-inferiority test at level ``alpha``: the upper bound of the drop is below ``max_drop``);
-    * ``worse``: the candidate is shown worse by more than ``max_drop`` (lower bound above it);
+    * ``worse``: the candidate is shown less accurate than the reference: one-sided exact McNemar
+      (``binomtest(b, b + c, 0.5, "greater")``) below ``alpha`` (the family-wise alpha share of
+      one decision). A measured difference, not a missed proof of equivalence;
+    * ``equivalent``: the candidate is shown not worse by ``max_drop`` or more (one-sided Tango
+      non-inferiority test at ``alpha_equivalence``, default ``alpha``);
     * ``inconclusive``: neither; the message says about how many items would settle it.
-
-    The exact McNemar p-value (``binomtest(b, b + c, 0.5)``) is reported for "any difference".
     """
     if len(ref_correct) != len(cand_correct):
         raise ValueError(f"ref_correct and cand_correct differ in length ({len(ref_correct)} vs {len(cand_correct)})")
@@ -539,6 +580,9 @@ def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
         raise ValueError(f"max_drop must be in [0, 1), got {max_drop!r}")
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"alpha must be in (0, 0.5), got {alpha!r}")
+    a_eq = alpha if alpha_equivalence is None else float(alpha_equivalence)
+    if not 0.0 < a_eq < 0.5:
+        raise ValueError(f"alpha_equivalence must be in (0, 0.5), got {alpha_equivalence!r}")
     r = np.asarray(ref_correct, dtype=bool)
     k = np.asarray(cand_correct, dtype=bool)
     n = int(r.size)
@@ -547,9 +591,10 @@ def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
     b = int(np.sum(r & ~k))
     c = int(np.sum(~r & k))
     rc, kc = int(r.sum()), int(k.sum())
-    conf = 1.0 - alpha
+    conf = 1.0 - a_eq
     mcnemar_p = float(_st.binomtest(b, b + c, 0.5).pvalue) if b + c > 0 else 1.0
-    z_a = float(_st.norm.ppf(1.0 - alpha))
+    p_drop = float(_st.binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c > 0 else 1.0
+    z_a = float(_st.norm.ppf(1.0 - a_eq))
     drop = (b - c) / n
     drop_high = _tango_bound(b, c, n, -z_a)
     drop_low = _tango_bound(b, c, n, z_a)
@@ -569,26 +614,27 @@ def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
         return f"{x * 100:.1f}%"
 
     head = (f"accuracy {pct(rc / n)} -> {pct(kc / n)} on {n} items (drop {pct(drop)}, "
-            f"{(1 - 2 * alpha) * 100:g}% CI {pct(drop_low)} to {pct(drop_high)}; "
+            f"{(1 - 2 * a_eq) * 100:g}% CI {pct(drop_low)} to {pct(drop_high)}; "
             f"{b} lost, {c} gained, McNemar p={mcnemar_p:.3g})")
     items: Optional[int] = None
-    if p_not_worse < alpha:
-        verdict: Literal["equivalent", "worse", "inconclusive"] = "equivalent"
+    if p_drop < alpha:
+        verdict: Literal["equivalent", "worse", "inconclusive"] = "worse"
+        msg = f"worse: {head}; the candidate is shown less accurate (one-sided McNemar p={p_drop:.3g} < {alpha:.3g})"
+    elif p_not_worse < a_eq:
+        verdict = "equivalent"
         msg = f"equivalent: {head}; drop < {pct(max_drop)} shown (p={p_not_worse:.3g})"
-    elif p_worse < alpha:
-        verdict = "worse"
-        msg = f"worse: {head}; drop > {pct(max_drop)} shown (p={p_worse:.3g})"
     else:
         verdict = "inconclusive"
         # with no discordant items yet, plan for the margin itself, not a zero variance
-        items = _items_needed(b / n, c / n, max_drop, alpha)
+        items = _items_needed(b / n, c / n, max_drop, a_eq)
         need = (f"need about {items} items" if items is not None
                 else "the observed drop equals the margin: no sample size will settle it")
-        msg = f"inconclusive: {need}; {head}"
+        msg = (f"inconclusive (neither worse nor shown within the margin): {need}; power at this size "
+               f"{power * 100:.0f}% if the engines were equally accurate; {head}")
     return PairedAccuracyVerdict(
         verdict=verdict, n=n, ref_correct=rc, cand_correct=kc, b=b, c=c,
         ref_accuracy=rc / n, cand_accuracy=kc / n,
         ref_ci=proportion_interval(rc, n, conf), cand_ci=proportion_interval(kc, n, conf),
         drop=drop, drop_low=drop_low, drop_high=drop_high, max_drop=max_drop, alpha=alpha,
-        mcnemar_p=mcnemar_p, p_not_worse=p_not_worse, p_worse=p_worse, power_if_equal=power,
+        mcnemar_p=mcnemar_p, p_not_worse=p_not_worse, p_worse=p_drop, power_if_equal=power,
         items_needed=items, message=msg)

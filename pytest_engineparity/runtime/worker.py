@@ -1,4 +1,4 @@
-"""The engine worker: ``python -m pytest_engineparity.worker``.
+"""The engine worker: ``python -m pytest_engineparity.runtime.worker``.
 
 Runs one engine adapter in its own process (optionally under another interpreter), so that a vLLM
 venv and a TensorRT-LLM venv can be compared from one pytest run and ending the process frees all
@@ -57,7 +57,7 @@ def _gpu_peak_bytes() -> Optional[int]:
 
 
 def _handle(engine: Any, msg: dict[str, Any], chan: _Channel) -> Any:
-    from .types import GenerationRequest
+    from ..types import GenerationRequest
 
     op = msg.get("op")
     if op == "generate":
@@ -92,8 +92,8 @@ def main() -> int:
     # Anything the engine prints goes to the log (our stdout is the log file already).
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
-    from .engines.base import EngineSpec
-    from .engines.registry import load_adapter
+    from ..engines.base import EngineSpec
+    from ..engines.registry import load_adapter
 
     engine: Optional[Any] = None
     for line in sys.stdin:

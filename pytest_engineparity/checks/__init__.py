@@ -1,0 +1,29 @@
+"""Check families, one module each, and the one registry of them.
+
+Where a new check goes: a module here with a class taking one ``CheckContext`` (``context.py``),
+``name`` (its attribute on ``engine_pair``), ``section`` (its report key, or None) and
+``render_html(doc)``; one line in ``FAMILIES``; a suite file in ``suites/``. The fixture exposes
+``engine_pair.<name>`` and delegates ``engine_pair.<public method>`` to it; the report renders its
+section. Shared tools: ``compare`` (per-prompt layers), ``stats``, ``semantic``, ``verdicts``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["FAMILIES", "family_class"]
+
+# name -> "module:Class" (imported on first use: nothing heavy at plugin load)
+FAMILIES: dict[str, str] = {
+    "equivalence": "pytest_engineparity.checks.equivalence:EquivalenceChecks",
+    "truncation": "pytest_engineparity.checks.truncation:TruncationChecks",
+    "latency": "pytest_engineparity.checks.latency:LatencyChecks",
+    "quality": "pytest_engineparity.checks.quality:QualityChecks",
+    "baseline": "pytest_engineparity.checks.baseline:BaselineChecks",
+}
+
+
+def family_class(name: str) -> Any:
+    mod, _, cls = FAMILIES[name].partition(":")
+    return getattr(importlib.import_module(mod), cls)
