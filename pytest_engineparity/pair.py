@@ -31,6 +31,7 @@ class EnginePair:
         self.policy = policy or session.policy
         self._props = properties if properties is not None else []
         self._ctx = SessionContext(session, record, self.policy, self._props)
+        self.context = self._ctx  # the CheckContext the families work through
         self.reference = self._ctx.reference
         self.candidate = self._ctx.candidate
         self._families: dict[str, Any] = {}

@@ -202,9 +202,9 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     ps = session.config.stash.get(_SESSION, None)
     if ps is None or session.config.option.collectonly:
         return
-    # staging-compile checks an engine dir against this machine without starting anything
-    if not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ())) and i.stash.get(_ITEM_STEP, None) != "staging-compile"
-               for i in session.items):
+    # only when the collected tests declared requests: then both engines are surely needed (a run of
+    # opt-in checks that all skip, or a staging-compile check of an engine dir, starts nothing)
+    if not ps.requests or not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ())) for i in session.items):
         return
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     for h in ps.handles:

@@ -219,7 +219,7 @@ def test_pair_records_one_check_per_bound_and_raises_with_every_miss(pair):
     # 300 samples: enough for p50 either way, too few to show a p99 met (that takes 368)
     m = LatencyMeasurement(engine("reference", synthetic(1, 300), name="vllm"),
                            engine("candidate", synthetic(2, 300, scale=1.3), name="hf"), requests=300, warmup=2)
-    store_measurement(session, m)
+    store_measurement(p.context, m)
     assert p.latency_samples() is m  # cached: the engines are not asked again
     with pytest.raises(ParityMismatch) as exc:
         p.assert_latency_sla()
@@ -241,7 +241,7 @@ def test_pair_records_one_check_per_bound_and_raises_with_every_miss(pair):
 def test_pair_slowdown_fails_only_when_surely_slower(pair):
     p, session = pair
     # 30 % slower; 250 candidate samples settle p50 but are too few for p99 (300 per engine)
-    store_measurement(session, LatencyMeasurement(engine("reference", synthetic(1, 400), name="vllm"),
+    store_measurement(p.context, LatencyMeasurement(engine("reference", synthetic(1, 400), name="vllm"),
                                                   engine("candidate", synthetic(2, 250, scale=1.3), name="hf"),
                                                   requests=400))
     with pytest.raises(ParityMismatch) as exc:
@@ -264,7 +264,7 @@ def test_pair_slowdown_fails_only_when_surely_slower(pair):
 
 def test_pair_inconclusive_slowdown_does_not_fail(pair):
     p, session = pair
-    store_measurement(session, LatencyMeasurement(engine("reference", synthetic(1, 12)),
+    store_measurement(p.context, LatencyMeasurement(engine("reference", synthetic(1, 12)),
                                                   engine("candidate", synthetic(2, 12, scale=3.0))))
     res = p.assert_no_slowdown()  # three times slower, but 12 samples prove nothing: no raise
     assert {r.verdict for r in res} == {"inconclusive"}
@@ -275,7 +275,7 @@ def test_pair_inconclusive_slowdown_does_not_fail(pair):
 
 def test_html_section_draws_both_cdfs_and_the_bound(pair):
     p, session = pair
-    store_measurement(session, LatencyMeasurement(engine("reference", synthetic(1, 300), name="vllm"),
+    store_measurement(p.context, LatencyMeasurement(engine("reference", synthetic(1, 300), name="vllm"),
                                                   engine("candidate", synthetic(2, 300), name="hf"), requests=300))
     with pytest.raises(ParityMismatch):
         p.assert_latency_sla()

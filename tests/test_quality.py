@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+
+from pytest_engineparity.checks.stats import proportion_interval
 from scipy import stats as st
 
 from pytest_engineparity.config import build_config
@@ -182,7 +184,9 @@ def test_max_drop_and_confidence_come_from_the_options(tmp_path):
     ref, cand, _, _ = outcomes_10pt_drop()
     record(s, ts.items, replies(ts.items, ref), replies(ts.items, cand))
     [res] = pair.assert_quality_parity(ts)
-    assert res.stats.max_drop == 0.15 and res.stats.alpha == pytest.approx(0.1)
+    # "worse" is decided at the run's alpha share; "equivalent" at the confidence option
+    assert res.stats.max_drop == 0.15 and res.stats.alpha == pytest.approx(pair.context.cfg.alpha_per_decision)
+    assert res.stats.ref_ci == pytest.approx(proportion_interval(res.stats.ref_correct, res.stats.n, 0.9))
     assert res.verdict != "worse"
     assert s.sections["quality"]["max_drop_points"] == 15.0
     with pytest.raises(ParityMismatch):
@@ -206,6 +210,7 @@ def test_real_smollm2_replies_on_the_builtin_capitals_task(tmp_path):
     weight noise (perturb_weights=0.15, seed 1) on suites/tasks/capitals_facts.jsonl."""
     s, pair = make_pair(tmp_path)
     [ts] = load_tasks(TASKS / "capitals_facts.jsonl")
+    ts.items[:] = ts.items[:30]  # the replies were recorded on the first 30 items
     ref = [RECORDED_REF[it.id] for it in ts.items]
     cand = [RECORDED_DEGRADED[i % len(RECORDED_DEGRADED)] for i in range(len(ts.items))]
     record(s, ts.items, ref, cand)
@@ -383,8 +388,10 @@ def test_builtin_task_files_load():
     assert names == ["arithmetic", "capitals_facts", "format_following", "short_reasoning", "unit_conversion"]
     kinds = {it.scorer.kind for ts in sets for it in ts.items}
     assert kinds == {"exact", "regex", "number", "choice", "scorer"}
+    # sized for the default margin: 300 items pooled (an identical pair comes out equivalent)
+    assert sum(len(ts) for ts in sets) == 300
     for ts in sets:
-        assert 20 <= len(ts) <= 40
+        assert len(ts) == 60
         assert all(it.request.max_tokens <= 24 and it.request.greedy for it in ts.items)
 
 

@@ -66,7 +66,7 @@ def test_vllm_vs_transformers_is_not_worse_on_the_builtin_tasks(pytester):
     # inconclusive does not fail the run, and is not silent: it is the step's worst finding
     assert result.ret == 0, out[-3000:]
     if any(c["verdict"] == "inconclusive" for c in checks.values()):
-        result.stdout.fnmatch_lines(["*benchmark-parity*PASS*quality:*inconclusive: need about*"])
+        result.stdout.fnmatch_lines(["*benchmark-parity*quality:*need about*"])
     # each engine started once and got the 60 items as one batch
     for e in doc["engines"]:
         assert e["starts"] == 1 and [b["requests"] for b in e["batches"]] == [N_ITEMS]

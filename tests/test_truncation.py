@@ -482,7 +482,10 @@ def test_an_engine_that_ignores_truncate_prompt_tokens_is_named():
 def test_limits_table_marks_differences_and_renders_as_html():
     ref = EngineInfo("vllm", "m", "vllm 0.32.0", EngineLimits(2048, 2048, None, 256))
     cand = EngineInfo("trtllm", "<engine>", "1.2.1", EngineLimits(4096, 3072, None, 64), {"max_num_tokens": 8192})
-    table = T.limits_table({"reference": ref, "candidate": cand}, {"reference": "vllm", "candidate": "<trt>"})
+    from pytest_engineparity.engines.registry import capabilities_of
+
+    sources = {"reference": capabilities_of("vllm").limits_source, "candidate": capabilities_of("trtllm").limits_source}
+    table = T.limits_table({"reference": ref, "candidate": cand}, {"reference": "vllm", "candidate": "<trt>"}, sources)
     rows = {r["field"]: r for r in table["rows"]}
     assert rows["max_model_len"]["differs"] and rows["max_input_len"]["differs"] and rows["max_batch_size"]["differs"]
     assert not rows["max_output_len"]["differs"] and rows["max_output_len"]["unknown"] == ["reference", "candidate"]

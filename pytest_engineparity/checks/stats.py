@@ -567,9 +567,10 @@ def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
                     alpha_equivalence: Optional[float] = None) -> PairedAccuracyVerdict:
     """Compare paired per-item correctness of two engines.
 
-    * ``worse``: the candidate is shown less accurate than the reference: one-sided exact McNemar
-      (``binomtest(b, b + c, 0.5, "greater")``) below ``alpha`` (the family-wise alpha share of
-      one decision). A measured difference, not a missed proof of equivalence;
+    * ``worse``: the candidate is shown less accurate than the reference (one-sided exact McNemar,
+      ``binomtest(b, b + c, 0.5, "greater")`` below ``alpha``, the family-wise alpha share of one
+      decision) and its observed drop reaches ``max_drop`` (the drop the user allows). A measured
+      difference beyond the user's bound, never a missed proof of equivalence;
     * ``equivalent``: the candidate is shown not worse by ``max_drop`` or more (one-sided Tango
       non-inferiority test at ``alpha_equivalence``, default ``alpha``);
     * ``inconclusive``: neither; the message says about how many items would settle it.
@@ -617,9 +618,10 @@ def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
             f"{(1 - 2 * a_eq) * 100:g}% CI {pct(drop_low)} to {pct(drop_high)}; "
             f"{b} lost, {c} gained, McNemar p={mcnemar_p:.3g})")
     items: Optional[int] = None
-    if p_drop < alpha:
+    if p_drop < alpha and drop >= max_drop:
         verdict: Literal["equivalent", "worse", "inconclusive"] = "worse"
-        msg = f"worse: {head}; the candidate is shown less accurate (one-sided McNemar p={p_drop:.3g} < {alpha:.3g})"
+        msg = (f"worse: {head}; the candidate is shown less accurate (one-sided McNemar p={p_drop:.3g} < {alpha:.3g}) "
+               f"and lost at least the allowed {pct(max_drop)}")
     elif p_not_worse < a_eq:
         verdict = "equivalent"
         msg = f"equivalent: {head}; drop < {pct(max_drop)} shown (p={p_not_worse:.3g})"

@@ -95,9 +95,12 @@ def overall_verdict(steps: Sequence[StepVerdict]) -> tuple[str, str]:
     return "pass", "every step that ran passed"
 
 
-def exit_blocks(verdict: str, inconclusive_policy: str) -> bool:
-    """Whether the run's verdict makes the exit status non-zero."""
-    return verdict == "fail" or (verdict == "inconclusive" and inconclusive_policy == "block")
+def exit_blocks(verdict: str, inconclusive_policy: str, steps: Sequence[StepVerdict] = ()) -> bool:
+    """Whether the run's verdict makes the exit status non-zero: a failed step, or an inconclusive
+    one under ``--parity-inconclusive=block`` (a run where no step ran keeps pytest's own status)."""
+    if verdict == "fail":
+        return any(s.verdict == "FAIL" for s in steps)
+    return verdict == "inconclusive" and inconclusive_policy == "block"
 
 
 def error_control(checks: Sequence[Any], alpha: float, gates: int) -> dict[str, Any]:
@@ -164,7 +167,7 @@ def build_document(session: Any, checks: Sequence[Any]) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "verdict": verdict,
         "reason": reason,
-        "exit_blocks": exit_blocks(verdict, cfg.inconclusive),
+        "exit_blocks": exit_blocks(verdict, cfg.inconclusive, steps),
         "error_control": error_control(checks, cfg.alpha, cfg.gates),
         "steps": [s.to_dict() for s in steps],
         "engines": engines,
