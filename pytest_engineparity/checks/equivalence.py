@@ -111,10 +111,12 @@ class EquivalenceChecks:
             raise ParityMismatch("\n".join(lines))
         return v
 
-    def assert_error_rate_parity(self, requests: Sequence[GenerationRequest], max_increase: float = 0.01,
+    def assert_error_rate_parity(self, requests: Sequence[GenerationRequest], max_increase: float = 0.03,
                                  alpha: Optional[float] = None) -> Any:
         """The candidate must not fail more requests than the reference, paired request by
-        request (exact McNemar on the discordant pairs, non-inferiority margin ``max_increase``).
+        request (exact McNemar on the discordant pairs, non-inferiority margin ``max_increase``;
+        3 points by default: the built-in 120 replayed requests can show it when both engines fail
+        the same requests, a 1-point margin would need about 270).
         "worse" fails; "inconclusive" is recorded as such with the sample size it needs; both
         engines failing the same requests is ``pass`` (a shared behaviour, listed in the detail)."""
         from .stats import paired_accuracy

@@ -1,0 +1,161 @@
+"""Calibrate the overall verdict by simulation: false-alarm rate on healthy pairs, detection rate
+on broken ones, through the plugin's own decision and composition code.
+
+Each simulated run draws what the default suite would measure and decides it with the functions
+the families call (``stats.equivalence_rate_verdict`` at the run's alpha share, ``stats.paired_accuracy``
++ ``quality.holm_worse``, ``stats.regression_verdict``), records ``Check`` objects with the gating the
+families use, and composes them with ``report.build_steps`` / ``report.overall_verdict`` /
+``report.exit_blocks``. Suite sizes are the shipped ones (read from ``suites/``).
+
+    python benchmarks/verdict_calibration.py [--runs 200] [--json out.json] [--seed 0]
+
+Headline numbers: ``false_alarm_rate`` = share of healthy runs (true equivalence >= 0.98) whose
+overall verdict is FAIL; ``detection_rate`` = share of broken runs whose verdict is FAIL. Also
+printed: the share of healthy runs that do not PASS (INCONCLUSIVE blocks by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pytest_engineparity.checks.quality import POOLED, TaskResult, holm_worse  # noqa: E402
+from pytest_engineparity.checks.stats import equivalence_rate_verdict, paired_accuracy, regression_verdict  # noqa: E402
+from pytest_engineparity.checks.verdicts import Check  # noqa: E402
+from pytest_engineparity.config import ParityConfig  # noqa: E402
+from pytest_engineparity.report import build_steps, exit_blocks, overall_verdict  # noqa: E402
+
+
+def _count(path: Path) -> int:
+    return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
+SEMANTIC = sum(_count(ROOT / "suites/prompts" / f"{n}.jsonl")
+               for n in ("chat", "code", "reasoning", "multilingual", "structured", "long_context"))
+CANARY = _count(ROOT / "suites/prompts/traffic-sample.jsonl")
+TASKS = {p.stem: _count(p) for p in sorted((ROOT / "suites/tasks").glob("*.jsonl"))}
+
+
+def simulate_run(rng: np.random.Generator, cfg: ParityConfig, eq: float, discord: float, lat_var: float,
+                 acc_drop: float = 0.0, slowdown: float = 1.0, latency: bool = True) -> str:
+    checks: list[Check] = []
+    share = cfg.alpha_per_decision
+
+    def rate(name: str, step: str, n: int, p: float) -> None:
+        x = int(rng.binomial(n, p))
+        v = equivalence_rate_verdict(x, n, cfg.min_equivalence, cfg.confidence, alpha_fail=share)
+        checks.append(Check(step, name, v.verdict, v.message, {"alpha_fail": share}))
+
+    # benchmark-parity: the suite gate covers every declared suite prompt (semantic + canary)
+    rate("equivalence-rate", "benchmark-parity", SEMANTIC + CANARY, eq)
+    rate("canary-equivalence-rate", "canary", CANARY, eq)
+    # stable-model: the reference against itself (a healthy reference reproduces itself)
+    rate("self-consistency:reference", "stable-model", SEMANTIC + CANARY, 0.995)
+    # error rate: the one over-length request fails on both engines
+    ref_ok = np.ones(CANARY, bool)
+    ref_ok[0] = False
+    cand_ok = ref_ok.copy()
+    v = paired_accuracy(ref_ok, cand_ok, max_drop=0.03, alpha=share, alpha_equivalence=1 - cfg.confidence)
+    verdict = {"equivalent": "pass", "worse": "fail"}.get(v.verdict, "inconclusive")
+    checks.append(Check("canary", "error-rate", verdict, v.message, {"alpha_fail": share}))
+    # quality: per task, accuracy about 0.5; discordant items split evenly, a drop moves items to "lost"
+    results = []
+    pooled_r, pooled_c = [], []
+    for task, n in TASKS.items():
+        ref = rng.random(n) < 0.5
+        cand = ref.copy()
+        flip = rng.random(n) < discord
+        cand[flip] = ~cand[flip]
+        if acc_drop:
+            right = np.flatnonzero(cand)
+            k = int(round(acc_drop * n / max(ref.mean(), 1e-9) * ref.mean()))
+            cand[rng.choice(right, size=min(k, right.size), replace=False)] = False
+        pooled_r.append(ref)
+        pooled_c.append(cand)
+        st = paired_accuracy(ref, cand, max_drop=cfg.max_quality_drop / 100, alpha=share,
+                             alpha_equivalence=1 - cfg.confidence)
+        results.append(TaskResult(task, "", [], st))
+    st = paired_accuracy(np.concatenate(pooled_r), np.concatenate(pooled_c), max_drop=cfg.max_quality_drop / 100,
+                         alpha=share, alpha_equivalence=1 - cfg.confidence)
+    results.append(TaskResult(POOLED, "", [], st))
+    for r in holm_worse(results, share):
+        gating = r.task == POOLED
+        checks.append(Check("benchmark-parity", f"quality:{r.task}", r.check_verdict, r.stats.message,
+                            {"gating": gating, **({"alpha_fail": share} if gating else {})}))
+    # latency slowdown (opted in, --parity-max-slowdown=1.10): 3 runs of the suite per engine,
+    # each run scaled by a lognormal run factor (run-to-run variation)
+    if latency:
+        def samples(scale: float) -> np.ndarray:
+            out = []
+            for _ in range(cfg.latency_runs):
+                factor = float(np.exp(rng.normal(0.0, lat_var))) if lat_var else 1.0
+                out.append(scale * factor * rng.lognormal(np.log(0.05), 0.2, size=SEMANTIC))
+            return np.concatenate(out)
+
+        rv = regression_verdict(samples(1.0), samples(slowdown), stat="p50", max_ratio=1.10,
+                                confidence=1 - 2 * share, n_resamples=300, seed=int(rng.integers(1 << 30)))
+        checks.append(Check("benchmark-parity", "slowdown:e2e_p50", rv.verdict, rv.message, {"alpha_fail": share}))
+    steps = build_steps(checks)
+    verdict, _ = overall_verdict(steps)
+    assert exit_blocks(verdict, cfg.inconclusive, steps) == (verdict != "pass")
+    return verdict
+
+
+ROWS = (
+    # name, equivalence, task discordance, latency run variation, accuracy drop, slowdown, healthy
+    *[(f"healthy eq={eq} discord={d:.0%} latvar={lv:.0%}", eq, d, lv, 0.0, 1.0, True)
+      for eq in (1.0, 0.995, 0.99, 0.98) for d in (0.0, 0.05, 0.10) for lv in (0.0, 0.10)],
+    ("broken: equivalence 0.80", 0.80, 0.05, 0.05, 0.0, 1.0, False),
+    ("broken: 1.3x latency regression", 0.995, 0.05, 0.05, 0.0, 1.3, False),
+    ("broken: 5-point accuracy drop", 0.995, 0.05, 0.05, 0.05, 1.0, False),
+)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=200, help="simulated runs per row (default 200)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", help="write the rows and the two headline rates here")
+    args = ap.parse_args(argv)
+    cfg = ParityConfig()
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    print(f"suite sizes: semantic {SEMANTIC}, canary {CANARY}, tasks {sum(TASKS.values())} "
+          f"({len(TASKS)} x {max(TASKS.values())}); alpha {cfg.alpha} over {cfg.gates} gates; {args.runs} runs per row")
+    print(f"{'row':52} {'PASS':>6} {'INCONC':>7} {'FAIL':>6}")
+    for name, eq, d, lv, drop, slow, healthy in ROWS:
+        counts = {"pass": 0, "inconclusive": 0, "fail": 0}
+        for _ in range(args.runs):
+            counts[simulate_run(rng, cfg, eq, d, lv, drop, slow)] += 1
+        n = args.runs
+        row = {"row": name, "healthy": healthy, "equivalence": eq, "task_discordance": d, "latency_run_variation": lv,
+               "accuracy_drop": drop, "slowdown": slow, "runs": n,
+               "pass_rate": counts["pass"] / n, "inconclusive_rate": counts["inconclusive"] / n,
+               "fail_rate": counts["fail"] / n}
+        rows.append(row)
+        print(f"{name:52} {row['pass_rate']:6.3f} {row['inconclusive_rate']:7.3f} {row['fail_rate']:6.3f}")
+    healthy = [r for r in rows if r["healthy"]]
+    broken = [r for r in rows if not r["healthy"]]
+    out = {"false_alarm_rate": float(np.mean([r["fail_rate"] for r in healthy])),
+           "max_false_alarm_rate": float(max(r["fail_rate"] for r in healthy)),
+           "not_pass_rate_healthy": float(np.mean([1 - r["pass_rate"] for r in healthy])),
+           "detection_rate": float(np.mean([r["fail_rate"] for r in broken])),
+           "min_detection_rate": float(min(r["fail_rate"] for r in broken)),
+           "rows": rows}
+    print(f"false_alarm_rate {out['false_alarm_rate']:.4f} (worst row {out['max_false_alarm_rate']:.3f}); "
+          f"healthy runs not PASS {out['not_pass_rate_healthy']:.3f}; detection_rate {out['detection_rate']:.3f} "
+          f"(worst row {out['min_detection_rate']:.3f})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
