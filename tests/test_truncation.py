@@ -580,3 +580,18 @@ RECORDED: dict = json.loads(r"""
     "truncate-text": {"vllm":{"token_ids":[294,28,2056,28,544,28],"token_texts":[" h",","," i",","," j",","],"finish_reason":"length","prompt_token_count":18},"hf":{"token_ids":[38,28,216,39,28,216],"token_texts":["6",","," ","7",","," "],"finish_reason":"length","prompt_token_count":18}}
 }
 """)
+
+
+def test_a_breach_both_engines_share_is_a_shared_finding_not_a_failure():
+    """Both engines ignore an option in the same words: ``shared`` (reported), never ``fail``;
+    a breach on one side only still fails."""
+    who = {"reference": "reference 'eager'", "candidate": "candidate 'graphs'"}
+    v = T.FamilyVerdict("truncation-side", "truncate_prompt_tokens", cases=["c"], judged=1, findings=[
+        T.Finding("c", "fail", "reference 'eager' used the whole 41-token prompt"),
+        T.Finding("c", "fail", "candidate 'graphs' used the whole 41-token prompt"),
+    ]).mark_shared(who)
+    assert v.verdict == "shared" and {f.severity for f in v.findings} == {"shared"}
+    assert "used the whole 41-token prompt" in v.detail()
+    one = T.FamilyVerdict("truncation-side", "t", cases=["c"], judged=1, findings=[
+        T.Finding("c", "fail", "candidate 'graphs' used the whole 41-token prompt")]).mark_shared(who)
+    assert one.verdict == "fail"

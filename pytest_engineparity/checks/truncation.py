@@ -131,7 +131,7 @@ class Case:
 @dataclass
 class Finding:
     case: str
-    severity: str  # "fail" | "warn" | "note"
+    severity: str  # "fail" | "warn" | "shared" (both engines alike: not a failure) | "note"
     message: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,7 +158,28 @@ class FamilyVerdict:
             return "inconclusive"
         if "warn" in sev:
             return "warn"
+        if "shared" in sev:
+            return "shared"
         return "pass"
+
+    def mark_shared(self, who: Optional[Who] = None) -> "FamilyVerdict":
+        """A contract breach found on BOTH engines in the same case, in the same words, is
+        behaviour they share: a ``shared`` finding, not a failure of the migration."""
+        names = {r: _who(who, r) for r in ROLES}
+        per_case: dict[str, dict[str, list]] = {}
+        for f in self.findings:
+            if f.severity != "fail":
+                continue
+            roles = [r for r in ROLES if names[r] in f.message]
+            if len(roles) == 1:
+                key = f.message.replace(names[roles[0]], "<engine>")
+                per_case.setdefault(f.case, {}).setdefault(key, []).append((roles[0], f))
+        for by_text in per_case.values():
+            for items in by_text.values():
+                if {r for r, _ in items} == set(ROLES):
+                    for _, f in items:
+                        f.severity = "shared"
+        return self
 
     def failing_cases(self) -> list[str]:
         return sorted({f.case for f in self.findings if f.severity == "fail"})
@@ -180,7 +201,7 @@ class FamilyVerdict:
 
     def message(self, limit: int = 40) -> str:
         lines = [f"{self.check}: {self.summary()}"]
-        order = {"fail": 0, "warn": 1, "note": 2}
+        order = {"fail": 0, "warn": 1, "shared": 2, "note": 3}
         shown = sorted(self.findings, key=lambda f: order.get(f.severity, 3))
         for f in shown[:limit]:
             lines.append(f"  {f.severity.upper():4} [{f.case}] {f.message}")
@@ -189,7 +210,7 @@ class FamilyVerdict:
         return "\n".join(lines)
 
     def detail(self, limit: int = 4) -> str:
-        bad = [f for f in self.findings if f.severity in ("fail", "warn")]
+        bad = [f for f in self.findings if f.severity in ("fail", "warn", "shared")]
         parts = [self.summary()] + [f"[{f.case}] {f.message}" for f in bad[:limit]]
         if len(bad) > limit:
             parts.append(f"... {len(bad) - limit} more")
@@ -1139,8 +1160,9 @@ def judge_truncate_side(cases: Sequence[Case], outputs: Outputs, who: Optional[W
                                                          f"{_who(who, 'reference')} {desc['reference']}, "
                                                          f"{_who(who, 'candidate')} {desc['candidate']}"))
         elif s["reference"] in ("other", "none"):
-            v.findings.append(Finding(case.name, "fail", f"truncate_prompt_tokens={k} on a {n}-token prompt: both "
-                                                         f"engines {desc['reference']}"))
+            # the same behaviour on both sides: a finding about the pair, not a migration failure
+            v.findings.append(Finding(case.name, "shared", f"truncate_prompt_tokens={k} on a {n}-token prompt: both "
+                                                           f"engines {desc['reference']}"))
         else:
             for r, c in zip(ROLES, pair):
                 if c.prompt_token_count is not None and c.prompt_token_count != k:
@@ -1297,6 +1319,7 @@ class TruncationChecks:
             return list(self._ctx.candidate.tokenize(text))  # tokenizer in its spec): use the other side
 
     def _trunc_conclude(self, v: FamilyVerdict) -> FamilyVerdict:
+        v.mark_shared(self._trunc_who())
         sec = self._trunc_section()
         sec.setdefault("checks", {})[v.check] = v.verdict
         for key in ("probes", "observed", "truncation_side"):
