@@ -154,8 +154,8 @@ OPTIONS: tuple[Option, ...] = (
            "opt-in: the slowdown check runs only when this is given (e.g. 1.10); it fails when "
            "candidate/reference latency is surely above RATIO", _float("--parity-max-slowdown", 1.0, 100.0), 1.10),
     Option("latency_runs", "--parity-latency-runs", "N",
-           "timed runs per engine; run-to-run variation is judged by resampling whole runs (default: 3)",
-           _int("--parity-latency-runs", 1), 3),
+           "timed runs per engine; run-to-run variation is judged by resampling whole runs (default: 5)",
+           _int("--parity-latency-runs", 1), 5),
     Option("warmup", "--parity-warmup", "N",
            "warm-up requests per engine before latency samples, excluded from them (default: 2)",
            _int("--parity-warmup", 0), 2),
@@ -202,7 +202,7 @@ class ParityConfig:
     sla: Optional[str] = None
     sla_bounds: list = field(default_factory=list)  # parsed by latency.parse_sla
     max_slowdown: float = 1.10
-    latency_runs: int = 3
+    latency_runs: int = 5
     warmup: int = 2
     baseline: Optional[str] = None
     baseline_update: bool = False

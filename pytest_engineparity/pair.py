@@ -98,8 +98,9 @@ class EnginePair:
         if not r_ok or not c_ok:
             hard = not c.equivalent  # one side failed, or both rejected it in different ways
         else:
-            hard = bool(c.logprobs.failures) or (not c.exact and not c.logprobs.available
-                                                 and self.policy.require_logprobs_close)
+            # missing logprobs count only where both engines can return them (the comparison
+            # knows their capabilities): a text-only candidate is judged by the suite gate
+            hard = bool(c.logprobs.failures) or c.missing_required_logprobs
         if hard:
             raise ParityMismatch(res.explain())
         return res

@@ -183,6 +183,7 @@ class ParitySession:
         # "latency", "limits", "baseline", "quality"; each module renders its own HTML part
         self.sections: dict[str, Any] = {}
         self._state: dict[str, Any] = {}  # per-session state of check families (SessionContext.state)
+        self._retok: Optional[tuple[Any, str]] = None  # (Retokenizer or None, note)
 
     def state(self, key: str, factory: Callable[[], Any]) -> Any:
         if key not in self._state:
@@ -334,8 +335,39 @@ class ParitySession:
         ref, cand = self.results["reference"][k], self.results["candidate"][k]
         if k not in self.similarity and ref.ok and cand.ok and ref.text != cand.text:
             self._score([self.requests[k]])  # an auxiliary request compared as a pair: score it now
-        comp = compare_pair(ref, cand, self.similarity.get(k), policy or self.policy)
+        comp = compare_pair(ref, cand, self.similarity.get(k), policy or self.policy,
+                            ref_caps=self.capabilities("reference"), cand_caps=self.capabilities("candidate"),
+                            retokenizer=self.retokenizer() if not (ref.token_ids and cand.token_ids) else None)
         return PairResult(request, ref, cand, comp, self.reference.name, self.candidate.name)
+
+    def capabilities(self, role: str) -> Any:
+        """The engine's declared capabilities, corrected by what it found at start."""
+        from .engines.base import effective_capabilities
+        from .engines.registry import capabilities_of
+
+        h = self.reference if role == "reference" else self.candidate
+        return effective_capabilities(capabilities_of(h.spec.kind, h.spec), h.info)
+
+    def retokenizer(self) -> Any:
+        """One tokenizer for text-only outputs (``compare.choose_retokenizer``), chosen once;
+        its answers are cached. None when no engine can tokenize (noted in ``sections``)."""
+        if self._retok is None:
+            from .checks.compare import TokenSource, choose_retokenizer
+
+            cache: dict[tuple[str, str], list[int]] = {}
+
+            def via(h: EngineHandle) -> Callable[[str], list[int]]:
+                def tokenize(text: str) -> list[int]:
+                    if (h.role, text) not in cache:
+                        cache[(h.role, text)] = h.ensure_started().tokenize(text)
+                    return cache[(h.role, text)]
+                return tokenize
+
+            sources = [TokenSource(h.role, h.name, via(h), bool(self.capabilities(h.role).token_ids))
+                       for h in (self.candidate, self.reference)]
+            self._retok = choose_retokenizer(sources)
+            self.sections.setdefault("comparison", {})["retokenizer"] = self._retok[1]
+        return self._retok[0]
 
     def finished_results(self) -> list[PairResult]:
         """Results both engines produced, without running anything (for reports at the end)."""
@@ -379,9 +411,11 @@ class EngineView:
 
     @property
     def capabilities(self) -> Any:
+        """Declared by the adapter, corrected by what the engine reported at start (if started)."""
+        from .engines.base import effective_capabilities
         from .engines.registry import capabilities_of
 
-        return capabilities_of(self._h.spec.kind, self._h.spec)
+        return effective_capabilities(capabilities_of(self._h.spec.kind, self._h.spec), self._h.info)
 
     @property
     def info(self) -> EngineInfo:

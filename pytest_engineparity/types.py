@@ -234,6 +234,7 @@ class Completion:
     stop_reason: Any = None  # matched stop string / token id; None for EOS or length
     logprobs: Optional[list] = None  # list[TokenLogprobs], one per output token
     prompt_token_count: Optional[int] = None
+    prompt_token_ids: Optional[list] = None  # the prompt token ids the engine used, where it says
     error: Optional[str] = None  # engine's own message when it rejected the request
     error_type: Optional[str] = None  # e.g. "ValueError", "http_400", "timeout"
     timings: Timings = field(default_factory=Timings)
@@ -252,6 +253,7 @@ class Completion:
             "stop_reason": self.stop_reason,
             "logprobs": [lp.to_dict() for lp in self.logprobs] if self.logprobs is not None else None,
             "prompt_token_count": self.prompt_token_count,
+            "prompt_token_ids": list(self.prompt_token_ids) if self.prompt_token_ids is not None else None,
             "error": self.error,
             "error_type": self.error_type,
             "timings": self.timings.to_dict(),
@@ -269,6 +271,7 @@ class Completion:
             stop_reason=d.get("stop_reason"),
             logprobs=[TokenLogprobs.from_dict(x) for x in lps] if lps is not None else None,
             prompt_token_count=d.get("prompt_token_count"),
+            prompt_token_ids=list(d["prompt_token_ids"]) if d.get("prompt_token_ids") is not None else None,
             error=d.get("error"),
             error_type=d.get("error_type"),
             timings=Timings.from_dict(d.get("timings") or {}),

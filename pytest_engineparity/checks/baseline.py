@@ -505,7 +505,7 @@ def latency_verdicts(old: Sequence[Completion], new: Sequence[Completion], *, ma
     their TTFT or end-to-end time is one measurement repeated) are ``inconclusive`` too, whatever
     the bootstrap says; different clocks (``Timings.source``) are noted.
     """
-    from .stats import regression_verdict
+    from .stats import regression_verdict, step_clock_guard
 
     latency: dict[str, dict[str, RegressionVerdict]] = {}
     notes: list[str] = []
@@ -513,16 +513,8 @@ def latency_verdicts(old: Sequence[Completion], new: Sequence[Completion], *, ma
         a, b = _samples(old, metric), _samples(new, metric)
         stats = {stat: regression_verdict(a, b, stat=stat, max_ratio=max_ratio, confidence=confidence, seed=seed)
                  for stat in LATENCY_STATS}
-        for side, samples in (("baseline", a), ("now", b)):
-            distinct = len({round(x, 6) for x in samples})
-            if samples and distinct < max(2, len(samples) // 2):
-                for stat, v in list(stats.items()):
-                    if v.verdict != "inconclusive":
-                        stats[stat] = dataclasses.replace(
-                            v, verdict="inconclusive", more_samples_needed=None,
-                            message=f"{v.message}; but the {side} run's {len(samples)} {metric} samples take"
-                                    f" only {distinct} distinct value(s): requests of one batch share the"
-                                    " engine's step clock, so they are not independent samples")
+        for side, samples in (("baseline run", a), ("current run", b)):
+            stats = {stat: step_clock_guard(v, samples, side, metric) for stat, v in stats.items()}
         latency[metric] = stats
     src_a = {c.timings.source for c in old if c.ok}
     src_b = {c.timings.source for c in new if c.ok}

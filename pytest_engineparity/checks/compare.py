@@ -11,6 +11,22 @@ fine. Token exactness is therefore information, not the verdict. A pair is *equi
 
 Positions are 0-based indices into the generated tokens. Positions after the first divergence are
 never compared: their contexts differ.
+
+Engines differ in what they return (``engines.base.Capabilities``): a compiled TensorRT-LLM engine
+behind trtllm-serve returns text only, no token ids and no logprobs. Each comparison uses the
+strongest layer both sides support and records which ran and why (``PairComparison.layers``,
+``decided_by``, ``layers_note``):
+
+* ``token-ids``: both returned token ids: exact match, else the first divergent token;
+* ``logprob-closeness`` / ``numerical-tie``: both returned top-k logprobs (>= 2 alternatives);
+* ``text`` / ``retokenized-text`` / ``characters``: a side returned text only: identical text is an
+  exact match; otherwise both texts are re-tokenized with one tokenizer (``Retokenizer``) to find
+  the first divergent token, or compared by characters when no tokenizer is reachable; where the
+  other side's real ids agree with the re-tokenized prefix, its logprobs at the fork are reported;
+* ``semantic-similarity``: after a fork that is not a numerical tie, the similarity decides.
+
+A side that *cannot* return logprobs is never failed for not returning them: closeness is then
+"not checked", and the similarity decides.
 """
 
 from __future__ import annotations
@@ -19,8 +35,10 @@ import os
 import re
 import textwrap
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from dataclasses import replace as dataclasses_replace
+from typing import Any, Callable, Optional, Sequence
 
+from ..engines.base import Capabilities
 from ..types import Completion, TokenLogprobs
 
 __all__ = [
@@ -32,6 +50,10 @@ __all__ = [
     "EquivalencePolicy",
     "PairComparison",
     "compare_pair",
+    "Retokenizer",
+    "TokenSource",
+    "choose_retokenizer",
+    "LAYERS",
     "render_divergence",
     "SelfConsistency",
     "self_consistency",
@@ -39,6 +61,17 @@ __all__ = [
 
 REFERENCE = "reference"
 CANDIDATE = "candidate"
+
+# comparison layers, strongest first (PairComparison.layers / decided_by)
+L_ERRORS = "error-class"
+L_IDS = "token-ids"
+L_TEXT = "text"
+L_RETOKENIZED = "retokenized-text"
+L_CHARS = "characters"
+L_CLOSENESS = "logprob-closeness"
+L_TIE = "numerical-tie"
+L_SIMILARITY = "semantic-similarity"
+LAYERS = (L_ERRORS, L_IDS, L_TEXT, L_RETOKENIZED, L_CHARS, L_CLOSENESS, L_TIE, L_SIMILARITY)
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,9 +392,16 @@ class PairComparison:
     equivalent: bool
     reason: str
     similarity_threshold: float = 0.80
+    layers: tuple = ()  # the layers that ran, strongest first (see the module docstring)
+    decided_by: Optional[str] = None  # the layer whose outcome is the verdict
+    layers_note: str = ""  # why a stronger layer did not run ("candidate returns no logprobs: ...")
+    divergence_basis: Optional[str] = None  # what ``divergence`` counts: "token ids", "re-tokenized text"
+    missing_required_logprobs: bool = False  # forked, logprobs required by the policy, not returned
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
 
 
 _CATEGORIES = (
@@ -393,43 +433,152 @@ def _error_text(c: Completion) -> str:
     return f"{c.error_type}: {msg}" if c.error_type else msg
 
 
+@dataclass(frozen=True)
+class Retokenizer:
+    """One tokenizer applied to BOTH texts of a pair when a side returned text only, so the first
+    divergent token can be found in one token space. ``source`` says whose tokenizer it is."""
+
+    tokenize: Callable[[str], Sequence[int]]
+    source: str
+
+
+@dataclass
+class TokenSource:
+    """One engine's tokenizer as :func:`choose_retokenizer` sees it (a callable that raises when
+    the engine cannot tokenize)."""
+
+    role: str
+    name: str
+    tokenize: Callable[[str], Sequence[int]]
+    returns_token_ids: bool = True
+
+
+def choose_retokenizer(sources: Sequence[TokenSource], probe: str = "Hello, world") -> tuple[Optional[Retokenizer], str]:
+    """The tokenizer to re-tokenize text-only outputs with, and a note saying which and why.
+
+    A text-only engine's own tokenizer comes first; else the other engine's (its real token ids
+    then align with the re-tokenized text wherever both use the same tokenizer, which each
+    comparison verifies on the prefix before using its logprobs). ``(None, why)`` when no side
+    can tokenize."""
+    ordered = sorted(sources, key=lambda s: s.returns_token_ids)  # text-only sides first
+    failures = []
+    for src in ordered:
+        try:
+            src.tokenize(probe)
+        except Exception as exc:  # the engine cannot tokenize: try the other one
+            failures.append(f"{src.role} {src.name!r}: {' '.join(str(exc).split())[:200]}")
+            continue
+        whose = "its own" if not src.returns_token_ids else f"the {src.role}'s"
+        return Retokenizer(src.tokenize, f"{src.role} {src.name!r} tokenizer"), (
+            f"text-only outputs re-tokenized with {whose} tokenizer ({src.role} {src.name!r})")
+    return None, "no tokenizer reachable (" + "; ".join(failures) + ")"
+
+
+def _has_ids(c: Completion) -> bool:
+    """Whether ``c`` carries its output token ids (an empty output needs none)."""
+    return bool(c.token_ids) or c.text == ""
+
+
+def _who_lacks(ref: Completion, cand: Completion, ref_caps: Optional[Capabilities],
+               cand_caps: Optional[Capabilities]) -> str:
+    parts = []
+    for name, c, caps in ((REFERENCE, ref, ref_caps), (CANDIDATE, cand, cand_caps)):
+        if _has_ids(c):
+            continue
+        if caps is not None and not caps.token_ids:
+            what = "no token ids" + (" or logprobs" if caps.logprobs_top_k == 0 else "")
+            parts.append(f"{name} returns {what}")
+        else:
+            parts.append(f"{name} returned no token ids")
+    return " and ".join(parts)
+
+
+def _closeness_limit(ref_caps: Optional[Capabilities], cand_caps: Optional[Capabilities],
+                     policy_k: Optional[int]) -> tuple[Optional[int], str]:
+    """``(top_k to check closeness with, why closeness cannot run)``: a side whose capabilities
+    give no alternatives makes closeness impossible (``why`` non-empty); a side that returns
+    fewer alternatives than the policy's top-k narrows the check to what it returns."""
+    why = []
+    k = policy_k
+    for name, caps in ((REFERENCE, ref_caps), (CANDIDATE, cand_caps)):
+        if caps is None:
+            continue
+        ck = caps.closeness_top_k()
+        if ck == 0:
+            why.append(f"{name} returns " + ("no logprobs" if caps.logprobs_top_k == 0
+                                             else "only the sampled token's logprob"))
+        elif k is None or ck < k:
+            k = ck
+    return k, " and ".join(why)
+
+
 def compare_pair(ref: Completion, cand: Completion, similarity: Optional[float],
-                 policy: EquivalencePolicy = EquivalencePolicy()) -> PairComparison:
+                 policy: EquivalencePolicy = EquivalencePolicy(), *,
+                 ref_caps: Optional[Capabilities] = None, cand_caps: Optional[Capabilities] = None,
+                 retokenizer: Optional[Retokenizer] = None) -> PairComparison:
     """Decide whether ``cand`` is an acceptable stand-in for ``ref`` on one request.
 
     Equivalent iff both succeeded and (exact match, or (logprob check ok — or unavailable while
     the policy does not require it — and ``similarity >= policy.similarity_threshold``)). Both
     sides rejecting the request with the same ``error_type`` is equivalent ("both rejected");
     one side failing is not.
+
+    ``ref_caps`` / ``cand_caps`` (each engine's effective ``Capabilities``) say what a side *can*
+    return: logprobs a side cannot return are never required, and closeness is checked within
+    the top-k both return. A side that returned text only is compared as text (identical text is
+    an exact match) and re-tokenized with ``retokenizer`` to find the first divergent token.
     """
     thr = policy.similarity_threshold
     div = first_divergence(ref.token_ids, cand.token_ids)
 
-    def result(exact: bool, lp: LogprobCheck, equivalent: bool, reason: str) -> PairComparison:
-        return PairComparison(exact=exact, divergence=div, logprobs=lp, similarity=similarity,
-                              equivalent=equivalent, reason=reason, similarity_threshold=thr)
+    def result(exact: bool, lp: LogprobCheck, equivalent: bool, reason: str, layers: Sequence[str],
+               decided_by: str, note: str = "", divergence: Optional[int] = div,
+               basis: Optional[str] = "token ids", missing: bool = False) -> PairComparison:
+        return PairComparison(exact=exact, divergence=divergence, logprobs=lp, similarity=similarity,
+                              equivalent=equivalent, reason=reason, similarity_threshold=thr,
+                              layers=tuple(layers), decided_by=decided_by, layers_note=note,
+                              divergence_basis=basis if divergence is not None else None,
+                              missing_required_logprobs=missing)
 
     if not ref.ok or not cand.ok:
         lp = LogprobCheck(ok=False, available=False, reason="an engine returned an error",
                           positions_checked=0, divergence=div, top_k=policy.top_k)
+        errs = (L_ERRORS,)
         if not ref.ok and not cand.ok:
             if ref.error_type == cand.error_type:
-                return result(False, lp, True, f"both rejected ({ref.error_type or 'error'})")
+                return result(False, lp, True, f"both rejected ({ref.error_type or 'error'})", errs, L_ERRORS)
             rc, cc = error_category(ref), error_category(cand)
             if rc is not None and rc == cc:
                 # e.g. vLLM's VLLMValidationError, trtllm's ValueError and an HTTP 400 for the same
                 # over-length prompt: the same behaviour; the classes are reported, not judged here
                 return result(False, lp, True, f"both rejected as {rc} (reference {ref.error_type or 'error'}, "
-                              f"candidate {cand.error_type or 'error'})")
+                              f"candidate {cand.error_type or 'error'})", errs, L_ERRORS)
             return result(False, lp, False, f"both rejected, differently: reference "
-                          f"{ref.error_type or 'error'} vs candidate {cand.error_type or 'error'}")
+                          f"{ref.error_type or 'error'} vs candidate {cand.error_type or 'error'}", errs, L_ERRORS)
         if not cand.ok:
-            return result(False, lp, False, f"candidate error: {_error_text(cand)}")
-        return result(False, lp, False, f"reference error: {_error_text(ref)}")
+            return result(False, lp, False, f"candidate error: {_error_text(cand)}", errs, L_ERRORS)
+        return result(False, lp, False, f"reference error: {_error_text(ref)}", errs, L_ERRORS)
 
-    lp = check_logprobs_close(ref, cand, policy.top_k)
+    if not (_has_ids(ref) and _has_ids(cand)):
+        return _compare_text(ref, cand, similarity, policy, ref_caps, cand_caps, retokenizer, result)
+
+    top_k, impossible = _closeness_limit(ref_caps, cand_caps, policy.top_k)
+    if impossible:
+        lp = LogprobCheck(ok=False, available=False, reason=f"{impossible}: closeness not checked",
+                          positions_checked=0, divergence=div, top_k=top_k)
+    else:
+        lp = check_logprobs_close(ref, cand, top_k)
+    layers = [L_IDS]
+    note = ""
+    if top_k != policy.top_k and not impossible:
+        note = f"closeness within top-{top_k}: the most both engines return"
     if _identical(ref, cand):
-        return result(True, lp, True, "exact match")
+        return result(True, lp, True, "exact match", layers, L_IDS, note)
+    required = policy.require_logprobs_close and not impossible
+    if lp.available:
+        layers.append(L_CLOSENESS)
+    elif impossible:
+        note = f"{impossible}: closeness not checked; the similarity decides after the fork"
 
     # what happened at the token level
     if lp.failures:
@@ -437,26 +586,106 @@ def compare_pair(ref: Completion, cand: Completion, similarity: Optional[float],
     elif div is None:
         fork_part = "same tokens, text differs" if ref.token_ids else "texts differ (no token ids)"
     elif not lp.available:
-        fork_part = f"fork at token {div}, no logprob check ({lp.reason}"
-        fork_part += "; required)" if policy.require_logprobs_close else ")"
+        if impossible:
+            fork_part = f"fork at token {div}, closeness not checked ({impossible})"
+        else:
+            fork_part = f"fork at token {div}, no logprob check ({lp.reason}"
+            fork_part += "; required)" if policy.require_logprobs_close else ")"
     elif lp.fork is not None and lp.fork.near_tie:
         fork_part = f"near-tie fork at token {div}"
     else:
         fork_part = f"length differs at token {div}"
-    lp_pass = lp.ok or (not lp.available and not policy.require_logprobs_close)
+    lp_pass = lp.ok or (not lp.available and not required)
     f = lp.fork
     tie = (policy.tie_tolerance is not None and lp.available and f is not None and f.near_tie
            and f.ref_gap is not None and f.cand_gap is not None
            and max(f.ref_gap, f.cand_gap) <= policy.tie_tolerance)
+    if lp.available and f is not None and f.ref_gap is not None and f.cand_gap is not None:
+        layers.append(L_TIE)
     if similarity is None:
         sim_part, sim_pass = "no similarity score", False
     else:
         sim_part, sim_pass = f"similarity {_fmt_cmp(float(similarity), thr)}", float(similarity) >= thr
+    missing = required and not lp.available
     if tie and not sim_pass and lp_pass:
         assert f is not None and f.ref_gap is not None and f.cand_gap is not None
         return result(False, lp, True, f"{fork_part} (gaps {f.ref_gap:.3f}/{f.cand_gap:.3f} <= "
-                      f"{policy.tie_tolerance:.2f} nats: numerical tie), {sim_part}")
-    return result(False, lp, lp_pass and sim_pass, f"{fork_part}, {sim_part}")
+                      f"{policy.tie_tolerance:.2f} nats: numerical tie), {sim_part}", layers, L_TIE, note)
+    layers.append(L_SIMILARITY)
+    decided = L_CLOSENESS if (lp.failures or missing) else L_SIMILARITY
+    return result(False, lp, lp_pass and sim_pass, f"{fork_part}, {sim_part}", layers, decided, note,
+                  missing=missing)
+
+
+def _compare_text(ref: Completion, cand: Completion, similarity: Optional[float], policy: EquivalencePolicy,
+                  ref_caps: Optional[Capabilities], cand_caps: Optional[Capabilities],
+                  retokenizer: Optional[Retokenizer], result: Callable[..., PairComparison]) -> PairComparison:
+    """A side returned text only: compare texts, find the fork on re-tokenized text, let the
+    similarity decide (closeness cannot run without both sides' token ids)."""
+    thr = policy.similarity_threshold
+    lacks = _who_lacks(ref, cand, ref_caps, cand_caps)
+    lp0 = LogprobCheck(ok=False, available=False, reason=f"{lacks}: closeness not checked",
+                       positions_checked=0, divergence=None, top_k=policy.top_k)
+    if ref.text == cand.text:
+        return result(True, lp0, True, f"exact match as text ({lacks})", [L_TEXT], L_TEXT,
+                      f"{lacks}: compared as text", divergence=None, basis=None)
+    layers = [L_TEXT]
+    extra = ""
+    if retokenizer is not None:
+        try:
+            r_ids = [int(t) for t in retokenizer.tokenize(ref.text)]
+            c_ids = [int(t) for t in retokenizer.tokenize(cand.text)]
+        except Exception as exc:  # a tokenizer that fails here costs only the token position
+            retok_error: Optional[str] = " ".join(str(exc).split())[:160]
+        else:
+            retok_error = None
+    if retokenizer is not None and retok_error is None:
+        div = first_divergence(r_ids, c_ids)
+        layers.append(L_RETOKENIZED)
+        basis = "re-tokenized text"
+        where = (f"fork at token {div} of the re-tokenized text" if div is not None
+                 else "same re-tokenized tokens, text differs")
+        note = f"{lacks}: closeness not checked; first divergence from text re-tokenized with the {retokenizer.source}"
+        extra = _one_sided_fork(ref, cand, r_ids, c_ids, div, policy.top_k) if div is not None else ""
+    else:
+        k = len(os.path.commonprefix([ref.text, cand.text]))
+        div, basis = None, None
+        layers.append(L_CHARS)
+        why = f"the tokenizer failed: {retok_error}" if retokenizer is not None else "no tokenizer reachable"
+        where = f"texts differ at character {k}"
+        note = (f"{lacks}: closeness not checked; {why}, so the divergence is found on characters"
+                " (set tokenizer in the engine spec to find the divergent token)")
+    lp = dataclasses_replace(lp0, divergence=div)
+    layers.append(L_SIMILARITY)
+    if similarity is None:
+        sim_part, sim_pass = "no similarity score", False
+    else:
+        sim_part, sim_pass = f"similarity {_fmt_cmp(float(similarity), thr)}", float(similarity) >= thr
+    return result(False, lp, sim_pass, f"{where}, closeness not checked ({lacks}){extra}, {sim_part}",
+                  layers, L_SIMILARITY, note, divergence=div, basis=basis)
+
+
+def _one_sided_fork(ref: Completion, cand: Completion, r_ids: list, c_ids: list, div: int,
+                    top_k: Optional[int]) -> str:
+    """Where one side has real ids and logprobs that agree with the re-tokenized prefix, what it
+    thought of the other side's re-tokenized token at the fork (information, not a verdict: the
+    re-tokenized token need not be what the text-only engine generated)."""
+    for name, other, me, mine, theirs in ((REFERENCE, CANDIDATE, ref, r_ids, c_ids),
+                                          (CANDIDATE, REFERENCE, cand, c_ids, r_ids)):
+        if not me.token_ids or me.logprobs is None or len(me.logprobs) <= div or div >= len(theirs):
+            continue
+        if [int(t) for t in me.token_ids[:div + 1]] != mine[:div + 1]:
+            continue  # its real tokens do not line up with the re-tokenized ones: positions differ
+        entry = me.logprobs[div]
+        tok = int(theirs[div])
+        text = _token_text(tok, div, me)
+        shown = _show_token(text, tok)
+        if _in_top_k(entry, tok, top_k):
+            own, there = _logprob_of(entry, int(me.token_ids[div])), _logprob_of(entry, tok)
+            gap = f", gap {own - there:.3f} nats" if own is not None and there is not None else ""
+            return f"; {name} ranks the {other}'s {shown} within its top-{top_k or len(entry.top)}{gap}"
+        return f"; {name} does not rank the {other}'s {shown} within its top-{top_k or len(entry.top)}"
+    return ""
 
 
 # --------------------------------------------------------------------------------------------

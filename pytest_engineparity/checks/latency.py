@@ -184,6 +184,12 @@ class EngineLatency:
             raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
         return [v for s in self.samples if s.ok for v in [getattr(s, metric)] if v is not None]
 
+    def run_labels(self, metric: str) -> list[int]:
+        """The run each of ``values(metric)`` came from (aligned with it)."""
+        if metric == "itl":
+            return [s.run for s in self.samples if s.ok for _ in s.itl]
+        return [s.run for s in self.samples if s.ok and getattr(s, metric) is not None]
+
     @property
     def failed(self) -> int:
         return sum(not s.ok for s in self.samples)
@@ -413,8 +419,13 @@ def _runs_needed(x: Sequence[float], bound: float, confidence: float) -> Optiona
 
 
 def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
-                 reference: Optional[EngineLatency] = None) -> SlaResult:
-    """Judge one bound on one engine: pass / fail only when the CI is wholly on one side."""
+                 reference: Optional[EngineLatency] = None, alpha_fail: Optional[float] = None) -> SlaResult:
+    """Judge one bound on one engine: pass / fail only when the CI is wholly on one side.
+
+    ``fail`` needs the bound surely missed at ``alpha_fail`` (the run's family-wise share; a wider
+    interval than the pass side's) and, with two or more timed runs, every run's own estimate
+    beyond the bound (a slow run is not taken for a slow engine); samples of one batch that share
+    the engine's step clock (few distinct values) are not independent: ``inconclusive``."""
     conf = f"{confidence * 100:g}%"
     ref_val = _point(bound, reference) if reference is not None else None
     ref_txt = f"; reference {reference.name}: {_fmt(bound, ref_val)}" if reference is not None else ""
@@ -431,6 +442,30 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
                          f"{bound.name}: {label}: no samples (every request failed or produced too few tokens)")
     ci = percentile_ci(x, bound.q, confidence)
     meets = ci.meets(bound.limit)
+    caveat = ""
+    if meets is False and alpha_fail is not None and alpha_fail < (1 - confidence) / 2:
+        strict = percentile_ci(x, bound.q, 1 - 2 * alpha_fail)
+        if strict.meets(bound.limit) is not False:
+            meets = None
+            caveat = f"; not surely missed at the family-wise alpha share {alpha_fail:g}"
+    if meets is not None:
+        import numpy as np
+
+        labels = lat.run_labels(bound.metric)
+        by_run: dict[int, list[float]] = {}
+        for v, r in zip(x, labels):
+            by_run.setdefault(r, []).append(v)
+        if len(by_run) >= 2:
+            ests = [float(np.quantile(np.asarray(v), bound.q)) for v in by_run.values()]
+            if any((e <= bound.limit) if meets is False else (e > bound.limit) for e in ests):
+                meets = None
+                caveat = ("; the runs disagree (per-run estimates " + ", ".join(_fmt_s(e) for e in ests)
+                          + "): run-to-run variation, not a verdict")
+        distinct = len({round(float(v), 6) for v in x})
+        if distinct < max(2, len(x) // 2):
+            meets = None
+            caveat = (f"; the {len(x)} samples take only {distinct} distinct value(s): requests of one batch "
+                      "share the engine's step clock, so they are not independent samples")
     lo_t = _fmt_s(ci.low) if ci.low is not None else "-"
     hi_t = _fmt_s(ci.high) if ci.high is not None else "-"
     head = (f"{bound.name}: {label} = {_fmt_s(ci.estimate)} ({conf} CI {lo_t} to {hi_t}, n={ci.n}); "
@@ -451,6 +486,8 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
             tail += f", i.e. --parity-latency-runs={math.ceil(need / per_run)} with {per_run} requests per run"
     why = "a CI bound is missing (too few samples for this percentile)" if ci.low is None or ci.high is None \
         else "the CI straddles the bound"
+    if caveat:
+        why = caveat.lstrip("; ")
     return SlaResult(bound, lat.name, lat.role, "inconclusive", ci.estimate, ci.low, ci.high, ci.n, confidence, need,
                      ref_val, f"{head}: inconclusive, {why}: {tail}{ref_txt}")
 
@@ -562,11 +599,17 @@ class SlowdownResult:
 
 def slowdown_checks(ref: EngineLatency, cand: EngineLatency, max_ratio: float = 1.10,
                     metrics: Sequence[str] = SLOWDOWN_METRICS, stats: Sequence[str] = SLOWDOWN_STATS,
-                    confidence: float = 0.95, seed: Optional[int] = 0, n_resamples: int = 2000) -> list[SlowdownResult]:
-    """``stats.regression_verdict`` per metric and statistic, with messages that name both engines."""
+                    confidence: float = 0.95, seed: Optional[int] = 0, n_resamples: int = 2000,
+                    alpha_fail: Optional[float] = None) -> list[SlowdownResult]:
+    """``stats.regression_verdict`` per metric and statistic, with messages that name both engines.
+
+    With two or more timed runs per engine the bootstrap resamples whole runs (run-to-run
+    variation is not taken for a difference); samples of one batch that share the engine's step
+    clock (few distinct values) give ``inconclusive``, never a verdict; ``fail`` is decided at
+    ``alpha_fail`` (the run's family-wise share) when given."""
     import numpy as np
 
-    from .stats import regression_verdict
+    from .stats import regression_verdict, step_clock_guard
 
     out = []
     per_run = ref.runs[0].requests if ref.runs else 0
@@ -588,7 +631,10 @@ def slowdown_checks(ref: EngineLatency, cand: EngineLatency, max_ratio: float = 
                                           f"no ratio can be formed"))
                 continue
             v: RegressionVerdict = regression_verdict(r, c, stat=stat, max_ratio=max_ratio, confidence=confidence,
-                                                      seed=seed, n_resamples=n_resamples)
+                                                      seed=seed, n_resamples=n_resamples, alpha_fail=alpha_fail,
+                                                      ref_groups=ref.run_labels(metric), cand_groups=cand.run_labels(metric))
+            for side, x in (("reference", r), ("candidate", c)):
+                v = step_clock_guard(v, x, side, metric)
             ci = v.ci
             msg = f"{head}: {v.message}"
             if v.verdict == "inconclusive" and ci is None:
@@ -840,11 +886,13 @@ class LatencyChecks:
         lat = m.engine(engine)
         other = m.reference if engine == "candidate" else None
         conf = self._ctx.cfg.confidence
-        results = [evaluate_sla(b, lat, conf, other) for b in bl]
+        share = self._ctx.cfg.alpha_per_decision
+        results = [evaluate_sla(b, lat, conf, other, alpha_fail=share) for b in bl]
         sec = self._section()
         done = {d["name"] for d in sec["sla"]}
-        for res in results:
-            numbers = res.to_dict()
+        for i, res in enumerate(results):
+            # one gate for the SLA (its bounds in one call): the alpha share is counted once
+            numbers = {**res.to_dict(), **({"alpha_fail": share} if i == 0 else {})}
             self._ctx.record(res.name, res.verdict, res.message, numbers)
             if res.name in done:
                 sec["sla"] = [d for d in sec["sla"] if d["name"] != res.name]
@@ -867,12 +915,15 @@ class LatencyChecks:
         cfg = self._ctx.cfg
         ratio = cfg.max_slowdown if max_ratio is None else float(max_ratio)
         m = self.latency_samples()
-        results = slowdown_checks(m.reference, m.candidate, ratio, metrics, stats, cfg.confidence, cfg.seed)
+        # the statistics of one call are one gate: its alpha share is split over them (Bonferroni)
+        n_dec = max(1, len(metrics) * len(stats))  # every statistic can fail: the share is split over them
+        results = slowdown_checks(m.reference, m.candidate, ratio, metrics, stats, cfg.confidence, cfg.seed,
+                                  alpha_fail=cfg.alpha_per_decision / n_dec)
         sec = self._section()
         names = {r.name for r in results}
         sec["regression"] = [d for d in sec["regression"] if d["name"] not in names]
-        for res in results:
-            numbers = res.to_dict()
+        for i, res in enumerate(results):
+            numbers = {**res.to_dict(), **({"alpha_fail": cfg.alpha_per_decision} if i == 0 else {})}
             self._ctx.record(res.name, res.verdict, res.message, numbers)
             sec["regression"].append(numbers)
         sec["max_slowdown"] = ratio

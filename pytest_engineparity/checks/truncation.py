@@ -190,6 +190,8 @@ class FamilyVerdict:
         if v == "fail":
             return f"{self.title}: {len(self.failing_cases())} of {n} cases break the contract"
         if v == "inconclusive":
+            if self.extra.get("inconclusive_because"):
+                return f"{self.title}: inconclusive: {self.extra['inconclusive_because']}"
             return f"{self.title}: none of {n} cases could be compared across engines"
         if self.check == CHECK_LIMITS:
             differ = [f.case for f in self.findings if f.severity == "warn"]
@@ -1268,6 +1270,10 @@ def html_section(doc: Mapping[str, Any]) -> str:
             f"<ul>{src}</ul>{ptable}{stable}" + (f"<ul>{clist}</ul>" if clist else ""))
 
 
+class _NoTokenizer(Exception):
+    """Neither engine can tokenize (its message is the one-line fix)."""
+
+
 # ============================================================================================
 # the EnginePair mixin
 
@@ -1313,10 +1319,20 @@ class TruncationChecks:
         return sec
 
     def _trunc_tokenize(self, text: str) -> list[int]:
-        try:
-            return list(self._ctx.reference.tokenize(text))
-        except RemoteError:  # the engine cannot tokenize (an HTTP server without /tokenize and no
-            return list(self._ctx.candidate.tokenize(text))  # tokenizer in its spec): use the other side
+        """Token ids of ``text``: the reference's tokenizer, else the candidate's (an HTTP server
+        without /tokenize and no tokenizer in its spec cannot tokenize); _NoTokenizer when neither
+        can, which the family reports as inconclusive with the fix."""
+        failed = []
+        for view in (self._ctx.reference, self._ctx.candidate):
+            try:
+                return list(view.tokenize(text))
+            except RemoteError:
+                failed.append(f"{view.role} {view.name!r}")
+        raise _NoTokenizer(f"no tokenizer: neither {' nor '.join(failed)} can tokenize; set tokenizer ="
+                           " <the model's Hugging Face directory> in an engine's config")
+
+    def _trunc_untokenized(self, check: str, title: str, exc: "_NoTokenizer") -> FamilyVerdict:
+        return self._trunc_conclude(FamilyVerdict(check, title, extra={"inconclusive_because": str(exc)}))
 
     def _trunc_conclude(self, v: FamilyVerdict) -> FamilyVerdict:
         v.mark_shared(self._trunc_who())
@@ -1343,7 +1359,10 @@ class TruncationChecks:
     def assert_max_tokens_contract(self) -> FamilyVerdict:
         """Output length <= max_tokens; exactly max_tokens with finish_reason "length" when EOS is
         ignored; the same finish_reason on both engines (check ``truncation-max-tokens``)."""
-        cases = max_tokens_cases(self._trunc_tokenize(TOKEN_IDS_TEXT))
+        try:
+            cases = max_tokens_cases(self._trunc_tokenize(TOKEN_IDS_TEXT))
+        except _NoTokenizer as exc:
+            return self._trunc_untokenized(CHECK_MAX_TOKENS, "max_tokens", exc)
         out = self._trunc_run([c.request for c in cases])
         return self._trunc_conclude(judge_max_tokens(cases, out, self._trunc_who()))
 
@@ -1374,8 +1393,11 @@ class TruncationChecks:
         and max_tokens beyond the room left (check ``truncation-overlength``). Names silent
         truncation, different limits and different error classes."""
         limits = {"reference": self._ctx.reference.info.limits, "candidate": self._ctx.candidate.info.limits}
-        cases, notes = overlength_cases(limits["reference"], limits["candidate"],
-                                        self._trunc_tokenize(FILLER_TEXT), max_tokens=max_tokens)
+        try:
+            filler = self._trunc_tokenize(FILLER_TEXT)
+        except _NoTokenizer as exc:
+            return self._trunc_untokenized(CHECK_OVERLENGTH, "prompts at the engines' limits", exc)
+        cases, notes = overlength_cases(limits["reference"], limits["candidate"], filler, max_tokens=max_tokens)
         out = self._trunc_run([c.request for c in cases]) if cases else {}
         v = judge_overlength(cases, out, self._trunc_who(), limits)
         v.findings += notes
@@ -1384,8 +1406,11 @@ class TruncationChecks:
     def assert_truncation_side(self) -> FamilyVerdict:
         """Which end of the prompt truncate_prompt_tokens cuts on each engine, detected from the
         outputs (check ``truncation-side``)."""
-        head, tail = self._trunc_tokenize(HEAD_TEXT), self._trunc_tokenize(TAIL_TEXT)
-        joined = self._trunc_tokenize(HEAD_TEXT + TAIL_TEXT)
+        try:
+            head, tail = self._trunc_tokenize(HEAD_TEXT), self._trunc_tokenize(TAIL_TEXT)
+            joined = self._trunc_tokenize(HEAD_TEXT + TAIL_TEXT)
+        except _NoTokenizer as exc:
+            return self._trunc_untokenized(CHECK_SIDE, "truncate_prompt_tokens", exc)
         text = HEAD_TEXT + TAIL_TEXT if joined == head + tail else None
         cases = truncate_side_cases(head, tail, text)
         out = self._trunc_run([c.request for c in cases])

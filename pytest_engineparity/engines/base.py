@@ -14,7 +14,8 @@ from typing import Any, Callable, ClassVar, Optional, Protocol, Sequence, runtim
 
 from ..types import Completion, EngineInfo, GenerationRequest
 
-__all__ = ["EngineSpec", "Engine", "EngineSpecError", "ProgressFn", "Capabilities", "check_model_dir"]
+__all__ = ["EngineSpec", "Engine", "EngineSpecError", "ProgressFn", "Capabilities", "effective_capabilities",
+           "check_model_dir", "STOP_TEXT", "STOP_TOKEN_IDS", "STOP_TOKEN_IDS_AND_TEXT", "STOP_NONE"]
 
 # progress(done_requests, total_requests, generated_tokens)
 ProgressFn = Callable[[int, int, int], None]
@@ -59,13 +60,22 @@ class EngineSpec:
         return d
 
 
+# how an engine matches stop strings (Capabilities.stop_strings)
+STOP_TEXT = "text"  # on the detokenized text, the text cut at the match (vLLM)
+STOP_TOKEN_IDS = "token-ids"  # tokenized into stop words, matched on output ids (TensorRT-LLM <= 0.x)
+STOP_TOKEN_IDS_AND_TEXT = "token-ids+text"  # both (TensorRT-LLM 1.x: the text path cuts, ids not trimmed)
+STOP_NONE = "none"  # stop strings are not applied (a server that accepts and ignores them)
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What an adapter is and what it can return: everything outside ``engines/`` that needs to
     know about a kind asks this, never the kind name.
 
-    Declared by the adapter (``capabilities(spec)``); where a fact can only be known once the
-    engine runs (a server that drops logprobs), the adapter corrects it in ``EngineInfo.details``.
+    Declared by the adapter (``capabilities(spec)``, no I/O). Where a fact can only be known once
+    the engine runs (a server that rejects logprobs, an installed version without per-request
+    seeds), the adapter puts the corrected fields in ``EngineInfo.details["capabilities"]`` at
+    start; :func:`effective_capabilities` merges the two, and ``source`` says which won.
     """
 
     transport: str = "in-process"  # or "http": the worker is a client of a server
@@ -75,19 +85,68 @@ class Capabilities:
     url_target: bool = False  # an inline target is a URL, not a path
     compiled_engine_dir: bool = False  # a target can be a compiled engine tied to the build machine
     token_ids: bool = True  # returns output token ids
-    prompt_token_ids: bool = True  # returns the prompt token ids it used
-    logprobs_top_k: int = 20  # most top-k logprobs per token it can return (0: none)
+    prompt_token_ids: bool = True  # returns the prompt token ids it used (or their count)
+    # most top-k logprobs per output token it returns: 0 none, 1 only the sampled token's
+    # logprob (no alternatives: closeness at a fork cannot be checked), >= 2 alternatives
+    logprobs_top_k: int = 20
     per_token_timings: bool = True
-    seeds_honoured: bool = True
-    truncate_prompt_tokens_text: bool = True
-    truncate_prompt_tokens_ids: bool = True
-    tokenize: bool = True
+    production_timings: bool = True  # False: latency is measured on a path production does not use
+    seeds_honoured: bool = True  # a per-request seed reproduces a sampled output
+    truncate_prompt_tokens_text: bool = True  # truncate_prompt_tokens applied to text prompts
+    truncate_prompt_tokens_ids: bool = True  # ... and to token-id prompts
+    stop_strings: str = STOP_TEXT  # STOP_TEXT | STOP_TOKEN_IDS | STOP_TOKEN_IDS_AND_TEXT | STOP_NONE
+    ignore_eos: bool = True  # ignore_eos is applied (a server may accept and drop it)
+    tokenize: bool = True  # can tokenize text (its own tokenizer, a route, or the spec's tokenizer)
+    source: str = "declared"  # "declared" (by the adapter) or "probed at start: ..." (see above)
     notes: tuple = ()  # human-readable caveats shown in the report
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["packages"] = [list(p) if not isinstance(p, str) else p for p in d["packages"]]
+        d["notes"] = list(self.notes)
         return d
+
+    def replace(self, **changes: Any) -> "Capabilities":
+        return dataclasses.replace(self, **changes)
+
+    def merged(self, overrides: Optional[dict]) -> "Capabilities":
+        """These capabilities with the fields of ``overrides`` (a dict, e.g. what an adapter
+        probed at start and put in ``EngineInfo.details["capabilities"]``); unknown keys and the
+        static fields (transport, packages, ...) are ignored; notes are appended."""
+        if not isinstance(overrides, dict):
+            return self
+        static = {"transport", "limits_source", "packages", "embedded_args", "url_target", "compiled_engine_dir"}
+        names = {f.name for f in dataclasses.fields(self)} - static - {"notes"}
+        changes = {k: v for k, v in overrides.items() if k in names}
+        notes = tuple(self.notes) + tuple(n for n in overrides.get("notes") or () if n not in self.notes)
+        return dataclasses.replace(self, **changes, notes=notes)
+
+    def closeness_top_k(self) -> int:
+        """How many alternatives per position logprob closeness can rely on (0: none)."""
+        return self.logprobs_top_k if self.logprobs_top_k >= 2 else 0
+
+    def lacks(self) -> list[str]:
+        """What this engine does not return, in words ("token ids", "logprobs", ...)."""
+        out = []
+        if not self.token_ids:
+            out.append("token ids")
+        if self.logprobs_top_k == 0:
+            out.append("logprobs")
+        elif self.logprobs_top_k == 1:
+            out.append("top-k alternatives (only the sampled token's logprob)")
+        if not self.tokenize:
+            out.append("tokenization")
+        return out
+
+
+def effective_capabilities(declared: Capabilities, info: Any = None) -> Capabilities:
+    """The declared capabilities corrected by what the adapter found at start (``info`` is an
+    ``EngineInfo`` or its dict; its ``details["capabilities"]`` holds the corrections)."""
+    if info is None:
+        return declared
+    details = info.get("details") if isinstance(info, dict) else getattr(info, "details", None)
+    found = (details or {}).get("capabilities") if isinstance(details, dict) else None
+    return declared.merged(found) if isinstance(found, dict) else declared
 
 
 def check_model_dir(spec: "EngineSpec") -> None:

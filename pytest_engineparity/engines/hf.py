@@ -16,8 +16,11 @@ Engine args (``[engines.X.args]`` or inline): ``dtype`` ("auto", "float32", "bfl
 (rows decoded together, default 32), and deliberate degradations used to prove that the gate
 fails a broken candidate: ``perturb_weights`` (relative Gaussian noise added to every weight,
 seeded by ``perturb_seed``), ``on_overlength = "truncate_left"`` (cut over-length prompts to
-their last ``max_model_len - 1`` tokens without an error, like TensorRT-LLM's legacy runner), and
-``fault``, one of:
+their last ``max_model_len - 1`` tokens without an error, like TensorRT-LLM's legacy runner),
+``chat_template`` (a Jinja template replacing the tokenizer's own: another template version),
+``add_bos`` (prepend the BOS token to every prompt on top of what the template or tokenizer puts
+there, like a front-end that tokenizes a rendered chat template with ``add_special_tokens=True``),
+and ``fault``, one of:
 
 - ``"leak_stop"``: a matched stop *string* stays in the text even when
   ``include_stop_str_in_output`` is False (stop token ids are unaffected);
@@ -38,7 +41,7 @@ from .base import Capabilities, check_model_dir, EngineSpec, EngineSpecError, Pr
 __all__ = ["HFEngine"]
 
 KNOWN_ARGS = {"dtype", "device", "max_model_len", "batch_size", "perturb_weights", "perturb_seed",
-              "on_overlength", "trust_remote_code", "fault"}
+              "on_overlength", "trust_remote_code", "fault", "chat_template", "add_bos"}
 FAULTS = ("leak_stop", "extra_token")  # deliberate faults (see the module docstring)
 
 
@@ -97,6 +100,8 @@ class HFEngine:
         dtype = dtype_arg if dtype_arg == "auto" else getattr(torch, str(dtype_arg))
         tok_dir = self.spec.tokenizer or self.spec.target
         self.tokenizer = AutoTokenizer.from_pretrained(tok_dir, trust_remote_code=bool(args.get("trust_remote_code")))
+        if args.get("chat_template"):
+            self.tokenizer.chat_template = str(args["chat_template"])
         self.model = AutoModelForCausalLM.from_pretrained(
             self.spec.target, dtype=dtype, trust_remote_code=bool(args.get("trust_remote_code"))
         ).to(self.device)
@@ -121,7 +126,7 @@ class HFEngine:
                      "device": str(self.device), "batch_size": int(args.get("batch_size", 32)),
                      "timing": "step clock in the worker (same origin for every request of a call)",
                      "perturb_weights": args.get("perturb_weights"),
-                     "on_overlength": args.get("on_overlength", "error"),
+                     "on_overlength": args.get("on_overlength", "error"), "eos_token_ids": list(self.eos_ids),
                      **({"fault": self.fault} if self.fault else {})},
         )
 
@@ -143,6 +148,11 @@ class HFEngine:
 
     # -- generation --------------------------------------------------------------------------
     def _prompt_ids(self, req: GenerationRequest) -> list[int]:
+        ids = self._rendered_ids(req)
+        doubled = self.spec.args.get("add_bos") and req.prompt_token_ids is None  # a rendered prompt only
+        return [self.tokenizer.bos_token_id] + ids if doubled else ids
+
+    def _rendered_ids(self, req: GenerationRequest) -> list[int]:
         if req.messages is not None:
             out = self.tokenizer.apply_chat_template(list(req.messages), tokenize=True, add_generation_prompt=True)
             if isinstance(out, dict) or hasattr(out, "keys"):
@@ -356,6 +366,7 @@ class HFEngine:
             stop_reason=st["stop_reason"],
             logprobs=st["lps"] if req.logprobs is not None else None,
             prompt_token_count=len(row["ids"]),
+            prompt_token_ids=list(row["ids"]),
             timings=Timings(ttft=times[0] if times else None, e2e=times[-1] if times else None,
                             token_times=times, source="step-clock"),
             warnings=row["warnings"],

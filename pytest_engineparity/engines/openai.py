@@ -29,8 +29,22 @@ Server flavours (``EngineInfo.details["flavor"]``):
   vLLM. Its request models forbid unknown fields, so only fields it accepts are ever sent.
 - ``generic``: anything else; only OpenAI fields plus the extras a request really needs.
 
+Capabilities, probed at start: besides the model list and ``/version``, ``start()`` sends a few
+one-token requests to learn what the server accepts and returns (``EngineInfo.details
+["capabilities"]``, merged over the declared ones): whether it takes ``stream_options``, whether
+it returns token ids (vLLM: ``return_token_ids``; a strict server refuses the field), how many
+top logprobs it returns (``logprobs=20``, then ``1``: trtllm-serve on a compiled engine without
+``gather_generation_logits`` refuses ``logprobs > 1``, older versions refuse any), and whether
+``POST /tokenize`` exists. Requests then ask only for what the server can give: no
+``logprobs``/``top_logprobs`` to a server that refuses them, no vLLM-only field to a strict one.
+A server that fails the probes is still used; its capabilities stay the declared ones and
+``details["probe_errors"]`` says why.
+
 Token ids and logprobs: when the server sends no ``token_ids``, ``Completion.token_ids`` stays
-empty and a warning says so (timings then count streamed chunks / logprob entries). OpenAI
+empty and a warning says so (timings then count streamed chunks / logprob entries), unless every
+output token came with a logprob entry whose text maps to exactly one token id of the spec's
+tokenizer and those texts spell the output: then the ids are recovered from them (a warning
+says so). OpenAI
 logprob shapes key the top-k alternatives by *text*. With vLLM the adapter sends
 ``return_tokens_as_token_ids`` and keys ``TokenLogprobs.top`` by the exact ids (``decoded`` then
 stays empty: the server does not send the texts). Elsewhere the sampled token's id comes from
@@ -80,6 +94,8 @@ START_TIMEOUT_CAP = 30.0  # seconds for each GET during start()
 CONNECT_TIMEOUT_CAP = 10.0
 ERROR_SNIPPET = 2000  # characters of an error body kept in a message
 TOKEN_ID_PREFIX = "token_id:"
+PROBE_PROMPT = "Hello"  # the one-token probe requests of start()
+PROBE_LOGPROBS = 20  # the most top logprobs a GenerationRequest asks for
 KNOWN_ARGS = {
     "model": "served model id (default: the first card of GET /v1/models)",
     "flavor": "vllm | trtllm | generic (default: detected)",
@@ -245,6 +261,38 @@ def _error_message(body: bytes, status: int) -> str:
     return message if len(message) <= ERROR_SNIPPET else message[:ERROR_SNIPPET] + "..."
 
 
+def _json_or_none(resp: httpx.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        return None
+
+
+def _trtllm_serve_traits(version: Optional[str], notes: list[str]) -> dict[str, Any]:
+    """What trtllm-serve of ``version`` does with fields it accepts (engines/data/trtllm-*.json):
+    0.17 accepts ``ignore_eos`` and ``truncate_prompt_tokens`` but never forwards them; later
+    versions forward them, and the LLM API truncates text prompts only; the PyTorch sampler of
+    1.0-1.2 ignores per-request seeds. Stop strings: matched on token ids and, from 1.0, in the
+    text too."""
+    from .base import STOP_TOKEN_IDS, STOP_TOKEN_IDS_AND_TEXT
+    from .trtllm import version_series
+
+    series = version_series(version)
+    out: dict[str, Any] = {"truncate_prompt_tokens_ids": False}
+    if series == "0.17":
+        out.update(ignore_eos=False, truncate_prompt_tokens_text=False, stop_strings=STOP_TOKEN_IDS)
+        notes.append(f"trtllm-serve {version}: ignore_eos and truncate_prompt_tokens are accepted and ignored")
+    else:
+        out.update(stop_strings=STOP_TOKEN_IDS_AND_TEXT)
+        notes.append(f"trtllm-serve {version or '(version unknown)'}: truncate_prompt_tokens applies to text"
+                     " prompts only (token-id prompts are used as given)")
+    if series in ("1.0", "1.2"):
+        out["seeds_honoured"] = False
+        notes.append(f"trtllm-serve {version}: the PyTorch backend ignores per-request seeds"
+                     " (a compiled engine honours them)")
+    return out
+
+
 def _retry_after_seconds(value: Optional[str]) -> Optional[float]:
     """``Retry-After`` as seconds (delta-seconds or HTTP date); None when absent or unreadable."""
     if not value:
@@ -306,7 +354,15 @@ class OpenAIEngine:
 
     @classmethod
     def capabilities(cls, spec: EngineSpec) -> Capabilities:
-        return cls.CAPABILITIES
+        """Declared without contacting the server: what a vLLM server gives when ``args.flavor``
+        says vLLM, else only text (start() probes the server and corrects this)."""
+        args = (spec.args or {}) if spec is not None else {}
+        tokenizer = bool(spec is not None and spec.tokenizer)
+        if args.get("flavor") == "vllm":
+            return cls.CAPABILITIES
+        return cls.CAPABILITIES.replace(
+            token_ids=False, logprobs_top_k=0, tokenize=tokenizer,
+            notes=cls.CAPABILITIES.notes + ("token ids, logprobs and /tokenize are probed at start",))
 
     def __init__(self, spec: EngineSpec) -> None:
         self.spec = spec
@@ -321,6 +377,11 @@ class OpenAIEngine:
         self._tokenizer: Any = None
         self._text_ids: Optional[dict[str, Optional[int]]] = None  # token text -> unique id
         self._text_ids_note: Optional[str] = None
+        # what the server takes, from the probes of start() (see the module docstring)
+        self._stream_usage = True  # send stream_options.include_usage
+        self._ask_token_ids = False  # send return_token_ids
+        self._logprobs_k = PROBE_LOGPROBS  # most top logprobs to ask for (0: do not ask)
+        self._no_route = ""  # why tokenize() cannot use the server (from the probe)
 
     # -- spec checks ---------------------------------------------------------------------------
     @classmethod
@@ -450,6 +511,7 @@ class OpenAIEngine:
         else:
             flavor, source = "generic", "no vLLM or TensorRT-LLM markers"
         self.flavor = flavor
+        probed, probe_log, probe_errors = self._probe(version)
 
         self.info = EngineInfo(
             kind=self.kind,
@@ -470,13 +532,123 @@ class OpenAIEngine:
                 "arrival_seed": self.options.arrival_seed,
                 "max_retries": self.options.max_retries,
                 "max_retry_wait": self.options.max_retry_wait,
-                "token_ids": "requested (return_token_ids)" if flavor == "vllm" else "only if the server sends them",
+                "token_ids": "requested (return_token_ids)" if self._ask_token_ids else "only if the server sends them",
                 "logprob_token_ids": bool(flavor == "vllm" and self.options.logprob_token_ids),
                 "api_key_env": self.spec.api_key_env,
                 "request_timeout": rt,
+                "capabilities": probed,
+                "probes": probe_log,
+                **({"probe_errors": probe_errors} if probe_errors else {}),
             },
         )
         return self.info
+
+    # -- probes --------------------------------------------------------------------------------
+    def _probe_post(self, extra: dict[str, Any], path: str = "/completions") -> tuple[int, list, str]:
+        """One streamed one-token request: ``(status, parsed chunks, error message)``."""
+        assert self._client is not None
+        body: dict[str, Any] = {"model": self.model, "prompt": PROBE_PROMPT, "max_tokens": 1,
+                                "temperature": 0.0, "stream": True}
+        if self._stream_usage:
+            body["stream_options"] = {"include_usage": True}
+        body.update(extra)
+        body = {k: v for k, v in body.items() if v is not None}
+        try:
+            resp = self._client.post(self.api + path, json=body)
+        except httpx.HTTPError as exc:
+            return 0, [], self._redact(str(exc)) or type(exc).__name__
+        if resp.status_code >= 400:
+            return resp.status_code, [], self._redact(_error_message(resp.content, resp.status_code))
+        chunks = []
+        for line in resp.text.splitlines():
+            if line.startswith("data:") and line[5:].strip() not in ("", "[DONE]"):
+                try:
+                    chunks.append(json.loads(line[5:]))
+                except ValueError:
+                    return resp.status_code, [], f"malformed stream line {line[:200]!r}"
+        return resp.status_code, chunks, ""
+
+    @staticmethod
+    def _choices(chunks: list) -> list[dict]:
+        return [c for ch in chunks if isinstance(ch, dict) for c in (ch.get("choices") or []) if isinstance(c, dict)]
+
+    def _probe(self, version: Optional[str]) -> tuple[dict[str, Any], list[str], list[str]]:
+        """Learn what the server takes and returns with one-token requests (module docstring).
+        Returns ``(capability fields, what was tried, errors)``; sets the request switches."""
+        log: list[str] = []
+        errors: list[str] = []
+        found: dict[str, Any] = {}
+        notes: list[str] = []
+        status, chunks, err = self._probe_post({})
+        if status >= 400 and "stream_options" in err:
+            self._stream_usage = False
+            log.append(f"stream_options refused (HTTP {status}): usage not asked for")
+            notes.append("the server refuses stream_options: prompt token counts come from nowhere")
+            status, chunks, err = self._probe_post({})
+        if status != 200:
+            errors.append(f"a one-token completion failed (HTTP {status}): {err}")
+            self._logprobs_k = 0
+            return {"source": "probed at start: the probe failed; capabilities as declared"}, log, errors
+        found["prompt_token_ids"] = any(isinstance(ch.get("usage"), dict) and "prompt_tokens" in ch["usage"]
+                                        for ch in chunks if isinstance(ch, dict))
+        # token ids: vLLM returns them when asked; a strict server (trtllm-serve) refuses the field
+        saw_ids = any(isinstance(c.get("token_ids"), list) for c in self._choices(chunks))
+        if not saw_ids and self.flavor != "trtllm":
+            status, chunks_ids, err = self._probe_post({"return_token_ids": True})
+            if status == 200 and any(isinstance(c.get("token_ids"), list) for c in self._choices(chunks_ids)):
+                self._ask_token_ids = saw_ids = True
+                log.append("return_token_ids accepted: token ids returned")
+            else:
+                log.append(f"return_token_ids: {'refused (HTTP %d): %s' % (status, err[:160]) if status != 200 else 'accepted, no ids returned'}")
+        elif self.flavor == "trtllm":
+            log.append("return_token_ids not sent (trtllm-serve's request models forbid unknown fields)")
+        found["token_ids"] = saw_ids
+        # logprobs: as many as a request may ask for, then only the sampled token's
+        self._logprobs_k = 0
+        for k in (PROBE_LOGPROBS, 1):
+            extra: dict[str, Any] = {"logprobs": k}
+            if self.flavor == "vllm" and self.options.logprob_token_ids:
+                extra["return_tokens_as_token_ids"] = True
+            status, chunks_lp, err = self._probe_post(extra)
+            if status != 200:
+                log.append(f"logprobs={k} refused (HTTP {status}): {err[:200]}")
+                continue
+            got = 0
+            for c in self._choices(chunks_lp):
+                lp = c.get("logprobs")
+                if isinstance(lp, dict) and lp.get("token_logprobs"):
+                    tops = lp.get("top_logprobs") or []
+                    got = max(got, 1, *(len(t) for t in tops if isinstance(t, dict)))
+            self._logprobs_k = min(got, k)
+            log.append(f"logprobs={k} accepted: {got} per token returned")
+            break
+        found["logprobs_top_k"] = self._logprobs_k
+        # tokenization: a /tokenize route (vLLM), else the spec's tokenizer
+        route = False
+        try:
+            assert self._client is not None
+            resp = self._client.post(self.root + "/tokenize", json={"model": self.model, "prompt": PROBE_PROMPT})
+            route = resp.status_code == 200 and isinstance(_json_or_none(resp), dict)
+            self._tokenize_route = True if route else (False if resp.status_code in (404, 405) else None)
+            if self._tokenize_route is False:
+                self._no_route = f"the server has no {self.root}/tokenize route (HTTP {resp.status_code})"
+        except httpx.HTTPError:
+            self._tokenize_route = None
+        log.append(f"POST /tokenize: {'answered' if route else 'no such route'}")
+        found["tokenize"] = route or bool(self.spec.tokenizer)
+        if not found["tokenize"]:
+            notes.append("no /tokenize route and no tokenizer in the engine spec: set tokenizer to tokenize")
+        if self.flavor == "trtllm":
+            found.update(_trtllm_serve_traits(version, notes))
+        if not found["token_ids"]:
+            notes.append("text only: no token ids; divergences are found on re-tokenized text")
+        if self._logprobs_k == 0:
+            notes.append("no logprobs: logprob closeness cannot be checked")
+        elif self._logprobs_k == 1:
+            notes.append("only the sampled token's logprob: closeness at a fork cannot be checked")
+        found["source"] = "probed at start (one-token requests)"
+        found["notes"] = notes
+        return found, log, errors
 
     # -- request bodies ------------------------------------------------------------------------
     def build_request(self, req: GenerationRequest) -> tuple[str, dict[str, Any]]:
@@ -498,8 +670,9 @@ class OpenAIEngine:
             "seed": req.seed,
             "stop": list(req.stop) if req.stop else None,
             "stream": True,
-            "stream_options": {"include_usage": True},
         })
+        if self._stream_usage:
+            body["stream_options"] = {"include_usage": True}
         if req.top_k > 0:
             body["top_k"] = req.top_k
         if req.ignore_eos:
@@ -512,17 +685,26 @@ class OpenAIEngine:
             body["include_stop_str_in_output"] = True
         if req.truncate_prompt_tokens is not None:
             body["truncate_prompt_tokens"] = req.truncate_prompt_tokens
-        if req.logprobs is not None:
+        k = self._logprobs_asked(req)
+        if k is not None:
             if chat:
                 body["logprobs"] = True
-                body["top_logprobs"] = req.logprobs
+                if self._logprobs_k >= 2:  # top_logprobs > 0 needs alternatives (trtllm-serve refuses it otherwise)
+                    body["top_logprobs"] = k
             else:
-                body["logprobs"] = req.logprobs
-        if self.flavor == "vllm":
+                body["logprobs"] = k
+        if self._ask_token_ids:
             body["return_token_ids"] = True
-            if req.logprobs is not None and self.options.logprob_token_ids:
-                body["return_tokens_as_token_ids"] = True
+        if self.flavor == "vllm" and k is not None and self.options.logprob_token_ids:
+            body["return_tokens_as_token_ids"] = True
         return url, body
+
+    def _logprobs_asked(self, req: GenerationRequest) -> Optional[int]:
+        """How many top logprobs to ask for: what the request wants, capped at what the server
+        returns; None when it wants none or the server gives none."""
+        if req.logprobs is None or self._logprobs_k == 0:
+            return None
+        return min(req.logprobs, self._logprobs_k)
 
     # -- generate ------------------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest], progress: Optional[ProgressFn] = None) -> list[Completion]:
@@ -532,7 +714,7 @@ class OpenAIEngine:
         reqs = list(requests)
         if not reqs:
             return []
-        if any(r.logprobs is not None for r in reqs) and not (
+        if any(self._logprobs_asked(r) is not None for r in reqs) and not (
             self.flavor == "vllm" and self.options.logprob_token_ids
         ):
             self._ensure_text_index()  # before the clock starts: loading a tokenizer is slow
@@ -779,10 +961,24 @@ class OpenAIEngine:
                 prompt_count = len(req.prompt_token_ids)
             else:
                 prompt_count = None
+        logprobs, token_texts = (None, None)
+        if self._logprobs_asked(req) is not None:
+            logprobs, token_texts, notes = self._map_logprobs(st.entries)
+            warnings.extend(notes)
+            if logprobs is not None and len(logprobs) != len(st.token_times):
+                warnings.append(f"{len(logprobs)} logprob entries for {len(st.token_times)} tokens")
+        text = "".join(st.text_parts)
         if st.saw_token_ids:
             token_ids = list(st.token_ids)
             if len(token_ids) != len(st.token_times):  # cannot happen: ids drive the clock
                 warnings.append(f"{len(token_ids)} token ids but {len(st.token_times)} token times")
+        elif (logprobs and token_texts is not None and len(logprobs) == len(st.token_times)
+              and "".join(token_texts) == text):
+            token_ids = [lp.token_id for lp in logprobs]
+            warnings.append(
+                f"the server ({self.flavor}) sent no token ids: recovered from the logprob token texts"
+                " (each maps to exactly one id of the spec's tokenizer, and together they spell the output)"
+            )
         else:
             token_ids = []
             warnings.append(
@@ -796,15 +992,9 @@ class OpenAIEngine:
             )
         if st.finish_reason is None:
             warnings.append("the stream ended with [DONE] but no finish_reason")
-        logprobs, token_texts = (None, None)
-        if req.logprobs is not None:
-            logprobs, token_texts, notes = self._map_logprobs(st.entries)
-            warnings.extend(notes)
-            if logprobs is not None and len(logprobs) != len(st.token_times):
-                warnings.append(f"{len(logprobs)} logprob entries for {len(st.token_times)} tokens")
         times = list(st.token_times)
         return Completion(
-            text="".join(st.text_parts),
+            text=text,
             token_ids=token_ids,
             token_texts=token_texts,
             finish_reason=st.finish_reason,
@@ -923,7 +1113,7 @@ class OpenAIEngine:
                 return [int(t) for t in tokens]
             reason = f"the server has no {url} route (HTTP {resp.status_code})"
         else:
-            reason = f"the server has no {url} route"
+            reason = self._no_route or f"the server has no {url} route"
         if not self.spec.tokenizer:
             raise OpenAIServerError(
                 f"cannot tokenize for engine {self.spec.label!r}: {reason} and the engine spec names no"

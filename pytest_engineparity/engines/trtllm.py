@@ -445,6 +445,25 @@ def map_logprobs(entries: Sequence[Any], token_ids: Sequence[int], k: int,
     return out
 
 
+def version_series(version: Optional[str]) -> Optional[str]:
+    """The facts series (``engines/data/trtllm-<series>.json``) a TensorRT-LLM version belongs
+    to: "0.17" for anything before 1.0, "1.0" (1.0 and 1.1: the conservative reading), "1.2",
+    "main" for 1.3 and later; None when the version cannot be read."""
+    import re
+
+    m = re.match(r"^\s*(\d+)\.(\d+)", str(version or ""))
+    if not m:
+        return None
+    major, minor = int(m.group(1)), int(m.group(2))
+    if major < 1:
+        return "0.17"
+    if major == 1 and minor <= 1:
+        return "1.0"
+    if major == 1 and minor == 2:
+        return "1.2"
+    return "main"
+
+
 def _int_or_none(value: Any) -> Optional[int]:
     return int(value) if value is not None else None
 

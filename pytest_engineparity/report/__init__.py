@@ -107,7 +107,7 @@ def error_control(checks: Sequence[Any], alpha: float, gates: int) -> dict[str, 
     """How the run's false-alarm rate is bounded: each statistical fail decision ran at
     ``alpha / gates`` (Bonferroni); with ``m`` decisions the family-wise bound is m x share."""
     share = alpha / gates
-    decisions = [c.name for c in checks if "alpha_fail" in (c.numbers or {}) and _gating(c)]
+    decisions = [c.name for c in checks if "alpha_fail" in (c.numbers or {})]
     m = len(decisions)
     bound = min(1.0, m * share)
     return {"alpha": alpha, "gates": gates, "alpha_per_decision": share, "decisions": m,
@@ -157,9 +157,10 @@ def build_document(session: Any, checks: Sequence[Any]) -> dict[str, Any]:
     for h in session.handles:
         d = h.describe()
         try:
+            from ..engines.base import effective_capabilities
             from ..engines.registry import capabilities_of
 
-            d["capabilities"] = capabilities_of(h.spec.kind, h.spec).to_dict()
+            d["capabilities"] = effective_capabilities(capabilities_of(h.spec.kind, h.spec), h.info).to_dict()
         except Exception as exc:  # an unknown third-party kind still gets a report
             d["capabilities"] = {"error": str(exc)}
         engines.append(d)
