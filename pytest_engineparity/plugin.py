@@ -181,6 +181,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             detail = str(lr[2]) if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
         else:
             verdict = "fail" if report.when == "call" else "error"
+            if call.excinfo is not None:
+                from .errors import EngineError, EngineUnavailable
+
+                if call.excinfo.errisinstance((EngineError, EngineUnavailable)):
+                    verdict = "error"  # the engine could not answer: nothing was compared
             crash = getattr(report.longrepr, "reprcrash", None)
             detail = crash.message if crash is not None else str(report.longrepr)
             detail = detail.splitlines()[0] if detail else ""

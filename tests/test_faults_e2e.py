@@ -96,3 +96,31 @@ def test_after(engine_pair, i):
     pids = [p for e in doc["engines"] for p in e["pids"]]
     assert not any(_alive(p) for p in pids)
     assert time.monotonic() - t0 < 300
+
+
+def test_dead_endpoint_is_reported_once_fast_and_short(pytester):
+    """Issue 18: nothing listens at the endpoint. The run stops in seconds with a short output
+    that names the endpoint and the connection error (once per engine), never one traceback per
+    test (that used to be 142 failures and 536,662 lines)."""
+    import shutil
+    from pathlib import Path
+
+    shutil.copytree(Path(__file__).resolve().parent.parent / "suites", pytester.path / "suites")
+    url = "http://127.0.0.1:9/v1"
+    t0 = time.monotonic()
+    r = pytester.runpytest_subprocess(f"--engine-pair=openai:{url},openai:{url}", "suites/",
+                                      "-p", "no:cacheprovider", "--parity-report=r.json")
+    wall = time.monotonic() - t0
+    out = r.stdout.lines + r.stderr.lines
+    assert r.ret != 0
+    assert wall <= 30, wall
+    assert len(out) <= 300, len(out)
+    text = "\n".join(out)
+    assert text.count("an engine could not start") == 1
+    first = [ln for ln in out if ln.startswith("engine '") and "Connection refused" in ln]
+    assert len(first) == 2 and all(url in ln for ln in first)  # reference and candidate, once each
+    assert "What to do next" in text
+    # the one test that ran says where the full report is, in one line
+    assert text.count("reported in full in the engine pre-flight") >= 1
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["verdict"] == "fail" and "could not run" in doc["reason"]

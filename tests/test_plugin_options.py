@@ -96,3 +96,18 @@ def test_unknown_migration_step_is_a_usage_error(pytester):
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["ERROR: *unknown migration_step 'prod'*"])
+
+
+def test_an_engine_tables_own_timeout_wins_even_at_the_default_value(tmp_path):
+    """request_timeout = 600 set in the engine table stays 600 under --parity-timeout=30 (it used
+    to be taken for "not set" because it equals the default); an engine without one gets 30."""
+    from pytest_engineparity.config import build_config
+
+    cfg_file = tmp_path / "engines.toml"
+    cfg_file.write_text('[engines.a]\nkind = "hf"\nrequest_timeout = 600\nstart_timeout = 900\n'
+                        '[engines.b]\nkind = "hf"\n')
+    cfg = build_config({"engine_pair": "a,b", "engine_config": str(cfg_file), "request_timeout": "30",
+                        "start_timeout": "60"}, {}, {}, str(tmp_path))
+    a, b = cfg.engine_pair
+    assert (a.request_timeout, a.start_timeout) == (600.0, 900.0)
+    assert (b.request_timeout, b.start_timeout) == (30.0, 60.0)

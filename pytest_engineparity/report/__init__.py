@@ -85,6 +85,11 @@ def overall_verdict(steps: Sequence[StepVerdict]) -> tuple[str, str]:
     """("pass"|"fail"|"inconclusive", reason). Nothing that ran is never a pass."""
     failed = [s.step for s in steps if s.verdict == "FAIL"]
     if failed:
+        errored = [s.step for s in steps if s.verdict == "FAIL" and all(c.verdict == ERROR for c in s.checks
+                                                                          if c.verdict in (FAIL, ERROR))]
+        if errored and len(errored) == len(failed):
+            return "fail", (f"step(s) {', '.join(failed)} could not run: an engine or an input failed "
+                            "(see the first error above); nothing was shown to differ")
         return "fail", f"step(s) failed: {', '.join(failed)}"
     if not any(s.verdict in ("PASS", "INCONCLUSIVE") for s in steps):
         return "fail", "no migration step ran a check"

@@ -1,11 +1,17 @@
-"""The machinery behind the contract double's two LLM classes. NOT part of TensorRT-LLM's API.
+"""The machinery behind the contract double's LLM classes. NOT part of TensorRT-LLM's API.
 
 ``_BaseLLM`` holds what the contract says both classes share ("Two LLM classes": constructor,
 LlmArgs kwargs, shutdown, context manager; "generate"), and the request checks of "Limits and
 errors". ``_Executor`` stands in for TensorRT-LLM's in-flight-batching executor: one background
-thread that runs the Hugging Face model with transformers, one decoding step per active request in
-turn (so concurrent requests interleave as they do on the real engine), and pushes a snapshot to
-each request's ``RequestOutput`` after every step.
+thread that runs the Hugging Face model with transformers. Requests that arrive together are
+decoded as one batch ("wave": left-padded, one forward pass per step for all of them); each
+request's ``RequestOutput`` gets a snapshot after every step.
+
+Per version (``_versions.TRAITS``, from ``engines/data/trtllm-*.json``): the executor request gets
+``end_id=-1`` for ``ignore_eos`` (main also drops the stop words); stop strings are matched on
+token ids (trimmed unless ``include_stop_str_in_output``) and, from 1.0, in the detokenized text
+(the text is cut, the ids are not); the PyTorch backend of 1.0 returns only the sampled token's
+logprob and before main ignores per-request seeds; token-id prompts are never truncated.
 
 ``CALLS`` records what code under test passed in (constructor kwargs, each request's prompt and
 SamplingParams), so tests can check the adapter's parameter mapping.
@@ -24,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ._versions import TRAITS
 from .executor.result import CompletionOutput, Logprob, RequestOutput
 from .executor.utils import RequestError
 from .llmapi import BuildConfig, KvCacheConfig
@@ -52,6 +59,12 @@ _DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16"
 
 _ids = itertools.count(1)
 
+# facts seed_per_request: a sampler that ignores per-request seeds draws from one process-wide
+# generator (seeded once from the OS), so a seed does not reproduce a sample
+_SHARED_RNG: Any = None
+
+WAVE_GATHER_S = 0.02  # how long the executor waits for more requests before starting a wave
+
 
 @dataclass
 class _Limits:
@@ -66,11 +79,13 @@ class _Request:
     out: RequestOutput
     params: SamplingParams
     prompt_ids: list
+    end_id: int = -1  # what the executor request gets: -1 when ignore_eos (facts ignore_eos)
+    stop_words: list = field(default_factory=list)  # token-level [(reason, ids)]
+    stop_strings: list = field(default_factory=list)  # text-level (1.x result.py)
+    logprob_shape: Optional[str] = None  # None, "topk" ({id: Logprob}) or "sampled" (float)
+    honour_seed: bool = True
     max_new: int = 0  # after clamping
-    stop_words: list = field(default_factory=list)
     generator: Any = None
-    past: Any = None
-    next_input: Any = None
     generated: list = field(default_factory=list)
     logprobs: list = field(default_factory=list)
     cumulative: float = 0.0
@@ -174,26 +189,51 @@ class _BaseLLM:
             if self.tokenizer is None:
                 raise ValueError("a text prompt needs a tokenizer (LLM was made with skip_tokenizer_init=True)")
             prompt: Optional[str] = inputs
-            ids = [int(t) for t in self.tokenizer.encode(inputs, add_special_tokens=sp.add_special_tokens)]
+            ids = self._encode_prompt(inputs, sp)
         elif isinstance(inputs, (list, tuple)) and all(isinstance(t, int) for t in inputs):
+            # facts truncate_prompt_tokens: token-id prompts are used as given (never truncated)
             prompt, ids = None, [int(t) for t in inputs]
         else:
             raise TypeError(f"prompt must be a str or a list of token ids, got {type(inputs).__name__}")
-        # contract: truncate_prompt_tokens keeps the LAST k tokens
-        if sp.truncate_prompt_tokens is not None:
-            ids = ids[-sp.truncate_prompt_tokens:]
         self._check_arguments(len(ids), 0, sp)
         sp._setup(self.tokenizer)
         out = RequestOutput(next(_ids), prompt, ids, streaming)
-        self._executor.submit(_Request(out, sp, ids, stop_words=sp._stop_words(self.tokenizer)),
-                              self._limits, self.tokenizer)
+        drop_words = sp.ignore_eos and TRAITS.ignore_eos_drops_stop_words
+        want = bool(sp.logprobs)  # logprobs=0 is falsy: none (facts serve_logprobs_validation)
+        shape = None
+        if want:
+            shape = "topk" if (self._backend == "tensorrt" or TRAITS.pytorch_logprobs_top_k) else "sampled"
+        req = _Request(out, sp, ids,
+                       end_id=-1 if sp.ignore_eos else (sp.end_id if sp.end_id is not None else -1),
+                       stop_words=[] if drop_words else sp._stop_words(self.tokenizer),
+                       stop_strings=sp._stop_strings() if TRAITS.stop_in_text else [],
+                       logprob_shape=shape,
+                       honour_seed=self._backend == "tensorrt" or TRAITS.pytorch_seeds_honoured)
+        self._executor.submit(req, self._limits, self.tokenizer)
         return out
 
+    def _encode_prompt(self, text: str, sp: SamplingParams) -> list:
+        """A text prompt's ids; ``truncate_prompt_tokens`` truncates here, in the tokenizer, from
+        the left (issue 16's reading of the input processor: ``truncation_side='left'``; the facts
+        leave its mechanics unread), so special tokens the tokenizer adds count in the k kept."""
+        tok = self.tokenizer
+        k = sp.truncate_prompt_tokens
+        if k is None:
+            return [int(t) for t in tok.encode(text, add_special_tokens=sp.add_special_tokens)]
+        side = getattr(tok, "truncation_side", "right")
+        tok.truncation_side = "left"
+        try:
+            return [int(t) for t in tok.encode(text, add_special_tokens=sp.add_special_tokens,
+                                                truncation=True, max_length=k)]
+        finally:
+            tok.truncation_side = side
+
     def _check_arguments(self, prompt_len: int, query_len: int, sp: SamplingParams) -> None:
-        """contract "Limits and errors", PyTorch backend: a similar message about max_num_tokens."""
+        """facts overlength_error_llmapi.pytorch_backend: prompt length checked against
+        max_num_tokens only, printed as prompt_len / cp_size (a float)."""
         n = self._limits.max_num_tokens
         if not self._chunked_prefill and n is not None and prompt_len + query_len > n:
-            raise ValueError(f"The sum of prompt length ({prompt_len}) and query length ({query_len})"
+            raise ValueError(f"The sum of prompt length ({prompt_len / 1}), query length ({query_len})"
                              f" should not exceed max_num_tokens ({n})")
 
     # -- contract: llm.shutdown(); the object is also a context manager -----------------------
@@ -266,7 +306,7 @@ def hf_config_from_pretrained_config(pre: dict[str, Any]) -> Any:
 
 
 class _Executor:
-    """In-flight batching stand-in: one thread, one decoding step per active request in turn."""
+    """In-flight batching stand-in: one thread; requests that arrive together decode as a wave."""
 
     def __init__(self, model: Any, max_batch_size: int) -> None:
         self._model = model
@@ -287,36 +327,34 @@ class _Executor:
                 self._thread.join(timeout=30)
 
     def _run(self) -> None:
+        import time
+
         import torch
 
-        active: list[tuple[_Request, Any]] = []
         waiting: list[tuple[_Request, _Limits, Any]] = []
         with torch.inference_mode():
             while not self._stopped.is_set():
-                try:
-                    # idle: block for work; busy: take whatever arrived, then step
-                    item = self._incoming.get_nowait() if (active or waiting) else self._incoming.get()
-                except queue.Empty:
-                    pass
-                else:
-                    if item is None:  # stop()
+                if not waiting:
+                    item = self._incoming.get()
+                    if item is None:
                         break
                     waiting.append(item)
-                    continue  # drain everything that arrived before stepping
-                while waiting and len(active) < self._max_batch:
-                    req, limits, tok = waiting.pop(0)
-                    if self._admit(req, limits):
-                        active.append((req, tok))
-                for req, tok in list(active):
+                deadline = time.monotonic() + WAVE_GATHER_S  # let a batch submitted together arrive
+                while True:
                     try:
-                        done = self._step(req, tok)
-                    except Exception as exc:  # a failure inside the engine fails that request only
-                        req.out._push(None, True, RequestError(f"request {req.out.request_id} failed: {exc}"))
-                        done = True
-                    if done:
-                        active.remove((req, tok))
-        for req, _ in active:
-            req.out._push(None, True, RequestError("LLM was shut down before the request finished"))
+                        item = self._incoming.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        self._stopped.set()
+                        break
+                    waiting.append(item)
+                if self._stopped.is_set():
+                    break
+                wave, waiting = waiting[:self._max_batch], waiting[self._max_batch:]
+                admitted = [(req, tok) for req, limits, tok in wave if self._admit(req, limits)]
+                if admitted:
+                    self._run_wave(admitted)
         for req, _, _ in waiting:
             req.out._push(None, True, RequestError("LLM was shut down before the request was enqueued"))
 
@@ -345,33 +383,83 @@ class _Executor:
                            " Number of requested output tokens is changed to (%d).",
                            req.params.max_tokens, limits.max_seq_len, room)
             req.max_new = room
-        req.generator = torch.Generator().manual_seed(
-            req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little"))
-        req.next_input = torch.tensor([req.prompt_ids], dtype=torch.long)
+        global _SHARED_RNG
+        if req.honour_seed:
+            seed = req.params.seed if req.params.seed is not None else 0  # facts: None -> runtime default 0
+            req.generator = torch.Generator().manual_seed(int(seed))
+        else:
+            if _SHARED_RNG is None:
+                _SHARED_RNG = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
+            req.generator = _SHARED_RNG
         return True
 
-    def _step(self, req: _Request, tokenizer: Any) -> bool:
-        """One forward pass and one token for ``req``; True when it finished."""
+    def _run_wave(self, rows: list[tuple[_Request, Any]]) -> None:
+        """Decode ``rows`` together: left-padded prompts, one forward pass per step."""
+        import torch
+
+        B = len(rows)
+        width = max(len(r.prompt_ids) for r, _ in rows)
+        input_ids = torch.zeros((B, width), dtype=torch.long)
+        mask = torch.zeros((B, width), dtype=torch.long)
+        for b, (r, _) in enumerate(rows):
+            n = len(r.prompt_ids)
+            input_ids[b, width - n:] = torch.tensor(r.prompt_ids, dtype=torch.long)
+            mask[b, width - n:] = 1
+        cur_ids, cur_pos = input_ids, (mask.cumsum(-1) - 1).clamp(min=0)
+        past = None
+        active = [True] * B
+        while any(active):
+            if self._stopped.is_set():
+                for b, (r, _) in enumerate(rows):
+                    if active[b]:
+                        r.out._push(None, True, RequestError("LLM was shut down before the request finished"))
+                return
+            try:
+                out = self._model(input_ids=cur_ids, attention_mask=mask, position_ids=cur_pos,
+                                  past_key_values=past, use_cache=True)
+            except Exception as exc:  # a failure inside the engine fails the wave's requests
+                for b, (r, _) in enumerate(rows):
+                    if active[b]:
+                        r.out._push(None, True, RequestError(f"request {r.out.request_id} failed: {exc}"))
+                return
+            past = out.past_key_values
+            logits = out.logits[:, -1].float()
+            nxt = torch.zeros((B, 1), dtype=torch.long)
+            for b, (r, tok) in enumerate(rows):
+                if not active[b]:
+                    continue
+                try:
+                    token, done = self._advance(r, logits[b], tok)
+                except Exception as exc:  # a failure inside the engine fails that request only
+                    r.out._push(None, True, RequestError(f"request {r.out.request_id} failed: {exc}"))
+                    active[b] = False
+                    continue
+                nxt[b, 0] = token
+                active[b] = not done
+            cur_ids = nxt
+            mask = torch.cat([mask, torch.ones((B, 1), dtype=mask.dtype)], dim=-1)
+            cur_pos = cur_pos[:, -1:] + 1
+
+    def _advance(self, req: _Request, logits: Any, tokenizer: Any) -> tuple[int, bool]:
+        """Choose ``req``'s next token from its logits; push a snapshot; (token, finished)."""
         import torch
 
         sp = req.params
-        out = self._model(input_ids=req.next_input, past_key_values=req.past, use_cache=True)
-        req.past = out.past_key_values
-        logits = out.logits[0, -1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
         scores = logits.clone()
-        end_id = sp.end_id if sp.end_id is not None else -1
+        end_id = req.end_id
         # min_tokens: the end id cannot be chosen before that many tokens exist
         if sp.min_tokens and len(req.generated) < sp.min_tokens and end_id >= 0:
             scores[end_id] = -math.inf
         token = _choose(scores, sp, req.generator)
         lp = float(logprobs[token])
-        if sp.logprobs is not None:
+        if req.logprob_shape == "sampled":  # facts logprobs_limits: the sampled token's logprob only
+            req.logprobs.append(lp)
+        elif req.logprob_shape == "topk":
             entry = {token: Logprob(lp, int((logprobs > logprobs[token]).sum()) + 1)}
-            if sp.logprobs > 0:
-                vals, idx = torch.topk(logprobs, sp.logprobs)
-                for rank, (v, i) in enumerate(zip(vals.tolist(), idx.tolist(), strict=True), start=1):
-                    entry.setdefault(int(i), Logprob(float(v), rank))
+            vals, idx = torch.topk(logprobs, int(sp.logprobs))
+            for rank, (v, i) in enumerate(zip(vals.tolist(), idx.tolist(), strict=True), start=1):
+                entry.setdefault(int(i), Logprob(float(v), rank))
             req.logprobs.append(entry)
         req.cumulative += lp
 
@@ -379,34 +467,39 @@ class _Executor:
         stop_reason: Any = None
         if token == end_id:
             finish = "stop"  # the end id itself is not part of the output (NOT IN CONTRACT)
-            if sp.logprobs is not None:
+            if req.logprob_shape is not None:
                 req.logprobs.pop()
         else:
             req.generated.append(token)
-            for reason, ids in req.stop_words:
+            for reason, ids in req.stop_words:  # token level: the runtime's stop words
                 if req.generated[-len(ids):] == ids:
                     finish, stop_reason = "stop", reason
                     if not sp.include_stop_str_in_output:
                         del req.generated[-len(ids):]
-                        if sp.logprobs is not None:
+                        if req.logprob_shape is not None:
                             del req.logprobs[-len(ids):]
                     break
             if finish is None and len(req.generated) >= req.max_new:
                 finish = "length"
-        req.next_input = torch.tensor([[token]], dtype=torch.long)
         text = ""
         if sp.detokenize and tokenizer is not None:
             text = tokenizer.decode(req.generated, skip_special_tokens=sp.skip_special_tokens)
+            # text level (1.x executor/result.py): the first stop string, in the order given, found
+            # anywhere in the text cuts it there; the ids are not trimmed; the request is aborted
+            for stop in req.stop_strings:
+                if stop in text:
+                    pos = text.find(stop)
+                    text = text[:pos + len(stop)] if sp.include_stop_str_in_output else text[:pos]
+                    finish, stop_reason = "stop", stop
+                    break
         output = CompletionOutput(
             index=0, text=text, token_ids=list(req.generated),
-            cumulative_logprob=req.cumulative if sp.logprobs is not None else None,
-            logprobs=list(req.logprobs) if sp.logprobs is not None else None,
+            cumulative_logprob=req.cumulative if req.logprob_shape is not None else None,
+            logprobs=list(req.logprobs),
             finish_reason=finish, stop_reason=stop_reason,
         )
         req.out._push(output, finish is not None)
-        if finish is not None:
-            req.past = None
-        return finish is not None
+        return token, finish is not None
 
 
 def _choose(scores: Any, sp: SamplingParams, generator: Any) -> int:

@@ -33,7 +33,8 @@ class CompletionOutput:
     text: str = ""
     token_ids: list = field(default_factory=list)
     cumulative_logprob: Optional[float] = None
-    logprobs: Optional[list] = None
+    # facts completion_output: field(default_factory=list) -- [] when no logprobs, never None
+    logprobs: Optional[list] = field(default_factory=list)
     finish_reason: Optional[str] = None  # 'stop' | 'length' | 'timeout' | 'cancelled'
     stop_reason: Any = None
     request_perf_metrics: Any = None  # NOT IN CONTRACT (structure): always None in the double
