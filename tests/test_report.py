@@ -5,7 +5,7 @@ import json
 import jsonschema
 import pytest
 
-from pytest_engineparity.report import (atomic_write_text, build_steps, overall_verdict, schema,
+from pytest_engineparity.report import (SCHEMA_VERSION, error_control, exit_blocks, atomic_write_text, build_steps, overall_verdict, schema,
                                         terminal_lines, write_html, write_json)
 from pytest_engineparity.session import Check
 
@@ -13,7 +13,9 @@ from pytest_engineparity.session import Check
 def _doc(checks):
     steps = build_steps(checks)
     verdict, reason = overall_verdict(steps)
-    return {"schema_version": 1, "verdict": verdict, "reason": reason, "steps": [s.to_dict() for s in steps],
+    return {"schema_version": SCHEMA_VERSION, "verdict": verdict, "reason": reason,
+            "steps": [s.to_dict() for s in steps], "exit_blocks": exit_blocks(verdict, "block", steps),
+            "error_control": error_control(checks, 0.05, 10),
             "engines": [], "environment": {"gpus": []}, "settings": {"similarity": 0.8}, "prompts": []}
 
 

@@ -344,8 +344,13 @@ def test_old_tensorrt_llm_is_named_in_the_error(trtllm: Any) -> None:
         top_p: float = 1.0
         stop: Any = None
 
+    # a 1.x whose SamplingParams lacks fields the adapter needs
+    odd = types.SimpleNamespace(__version__="1.0.0", SamplingParams=OldSamplingParams, __file__="/odd/tensorrt_llm")
+    with pytest.raises(EngineSpecError, match=r"tensorrt_llm 1\.0\.0 .*without top_k, seed"):
+        _TensorRTLLMAPI(odd, "odd-trt")
+    # anything before 1.0 is refused by its version, with the version needed
     old = types.SimpleNamespace(__version__="0.9.0", SamplingParams=OldSamplingParams, __file__="/old/tensorrt_llm")
-    with pytest.raises(EngineSpecError, match=r"tensorrt_llm 0\.9\.0 .*without top_k, seed"):
+    with pytest.raises(EngineSpecError, match=r"tensorrt_llm 0\.9\.0 \(at /old/tensorrt_llm\) is too old.*>= 1\.0"):
         _TensorRTLLMAPI(old, "old-trt")
 
 
@@ -397,7 +402,8 @@ def test_every_request_field_reaches_sampling_params(trtllm: Any, trt: Started, 
     assert by_prompt[PROMPT]["streaming"] is True
     assert (sp.max_tokens, sp.temperature, sp.top_p, sp.top_k, sp.seed) == (6, 0.7, 0.9, 20, 7)
     assert (sp.stop, sp.stop_token_ids, sp.include_stop_str_in_output) == (["zzz"], [49151], True)
-    assert (sp.ignore_eos, sp.end_id, sp.min_tokens) == (True, -1, 2)  # contract: ignore_eos is end_id=-1
+    # facts ignore_eos: SamplingParams keeps end_id = EOS; the executor request gets -1
+    assert (sp.ignore_eos, sp.end_id, sp.min_tokens) == (True, reference.tokenizer.eos_token_id, 2)
     assert (sp.logprobs, sp.truncate_prompt_tokens, sp.add_special_tokens) == (3, 4, True)
     # greedy: temperature, top_p and top_k left None; chat rendered by the template, no extra specials
     chat_text = reference.tokenizer.apply_chat_template(list(YES_NO), tokenize=False, add_generation_prompt=True)
@@ -501,7 +507,8 @@ def test_over_length_fails_only_that_request(trt: Started, reference: Any) -> No
     ]
     ok1, too_long, too_wide, ok2 = trt.engine.generate(requests)
     assert ok1.ok and ok2.ok and len(ok1.token_ids) == len(ok2.token_ids) == 4
-    assert too_long.error == ("The sum of prompt length (180) and query length (0) max_tokens (100)"
+    # facts overlength_error_llmapi: the prompt length is printed as a float (prompt_len / cp_size)
+    assert too_long.error == ("The sum of prompt length (180.0) and query length (0) max_tokens (100)"
                               " should not exceed max_seq_len (256)")
     assert (too_long.error_type, too_long.finish_reason, too_long.prompt_token_count) == ("ValueError", "error", 180)
     # past max_input_len the executor refuses it at enqueue: RequestError, that request only

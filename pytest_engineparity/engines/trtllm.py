@@ -16,6 +16,21 @@ Follows shared/engines/TENSORRT_LLM.md, the API surface this project relies on:
   request's ``Completion.error``; the rest of the batch still runs. ``max_tokens`` clamped by the
   engine (``finish_reason="length"`` before ``max_tokens``) is recorded in ``Completion.warnings``.
 
+Versions (``engines/data/trtllm-{0.17,1.0,1.2,main}.json`` record the facts, read from TensorRT-LLM's
+source; ``version_series`` maps a version to its facts file):
+
+- tensorrt_llm older than 1.0 is refused at start with the version found and the version needed:
+  0.17 has no ``tensorrt_llm._tensorrt_engine``, and its ``LLM`` builds a TensorRT engine rather
+  than running the PyTorch backend.
+- What the installed version and target can return goes into ``EngineInfo.details
+  ["capabilities"]``: the PyTorch backend of 1.0 returns only the sampled token's logprob (top-k
+  from 1.2), and ignores per-request seeds before main; an engine directory returns logprobs only
+  when built with ``gather_generation_logits``, and then its timings come from a path TensorRT-LLM
+  itself calls slower (``production_timings`` false, said in the report); ``truncate_prompt_tokens``
+  is applied to text prompts only: a token-id prompt is used whole, and its prompt length is
+  reported as such (with a warning), never as if truncated.
+- ``CompletionOutput.logprobs`` defaults to ``[]``: an empty list means "no logprobs".
+
 Every call into ``tensorrt_llm`` is in ``_TensorRTLLMAPI`` at the end of this file. Nothing heavy is
 imported at module level: ``validate`` runs in the pytest process.
 """
@@ -33,7 +48,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from .enginedir import EngineDirError, EngineDirInfo, inspect_engine_dir
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn
+from .base import STOP_TOKEN_IDS_AND_TEXT, Capabilities, EngineSpec, EngineSpecError, ProgressFn
 
 __all__ = ["TRTLLMEngine"]
 
@@ -43,6 +58,12 @@ PYTORCH_LLM = "tensorrt_llm.LLM"
 # GenerationRequest field -> the SamplingParams keyword it needs (checked against the installed
 # tensorrt_llm, whose SamplingParams differs between versions).
 _CORE_PARAMS = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+MIN_VERSION = "1.0"  # the oldest tensorrt_llm this adapter runs (see the module docstring)
+MAX_LOGPROBS = 20  # the most top logprobs a GenerationRequest asks for
+NON_PRODUCTION_TIMINGS = (
+    "latency measured with gather_generation_logits on (needed for logprobs on an engine directory):"
+    " TensorRT-LLM gathers the logits on a slower path than production serving uses; time a build"
+    " without it for production latency")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
 
 
@@ -139,6 +160,10 @@ class TRTLLMEngine:
                   ("tensorrt_llm", ("tensorrt-llm",)), ("torch", ("torch",))),
         embedded_args={},
         compiled_engine_dir=True,
+        truncate_prompt_tokens_ids=False,
+        stop_strings=STOP_TOKEN_IDS_AND_TEXT,
+        notes=("logprobs, seeds and timing path depend on the installed version and the target;"
+               " start() reports them",),
     )
 
     @classmethod
@@ -152,6 +177,8 @@ class TRTLLMEngine:
         self._tokenizer: Any = None
         self._target: Optional[_Target] = None
         self._logprobs_available = False
+        self._logprobs_k = 0  # most top logprobs this engine returns (1: the sampled token's only)
+        self._seeds_honoured = True
         self._max_seq_len: Optional[int] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
@@ -207,6 +234,33 @@ class TRTLLMEngine:
             limits = EngineLimits(max_model_len=self._max_seq_len,
                                   max_batch_size=_int_or_none(args.get("max_batch_size")))
 
+        series = api.series
+        gather = bool(args.get("gather_generation_logits", False))
+        if target.is_engine:
+            self._logprobs_k = MAX_LOGPROBS if self._logprobs_available else 0
+            self._seeds_honoured = True  # forwarded to the C++ SamplingConfig
+        else:
+            self._logprobs_k = MAX_LOGPROBS if series in ("1.2", "main") else 1
+            self._seeds_honoured = series == "main"
+        notes = [f"tensorrt_llm {api.version}: facts in engines/data/trtllm-{series}.json"]
+        if target.is_engine and not self._logprobs_available:
+            notes.append("engine built without gather_generation_logits: no logprobs")
+        if self._logprobs_k == 1:
+            notes.append(f"the PyTorch backend of tensorrt_llm {api.version} returns only the sampled token's logprob")
+        if not self._seeds_honoured:
+            notes.append(f"the PyTorch backend of tensorrt_llm {api.version} ignores per-request seeds")
+        notes.append("truncate_prompt_tokens applies to text prompts only; token-id prompts are used whole")
+        if target.is_engine and gather:
+            notes.append(NON_PRODUCTION_TIMINGS)
+        capabilities = {
+            "token_ids": True, "prompt_token_ids": True, "logprobs_top_k": self._logprobs_k,
+            "seeds_honoured": self._seeds_honoured, "truncate_prompt_tokens_text": True,
+            "truncate_prompt_tokens_ids": False, "stop_strings": STOP_TOKEN_IDS_AND_TEXT, "tokenize": True,
+            "production_timings": not (target.is_engine and gather),
+            "source": f"tensorrt_llm {api.version} ({'engine directory' if target.is_engine else 'PyTorch backend'})",
+            "notes": notes,
+        }
+
         self._llm = api.create_llm(spec.label, engine=target.is_engine, model=str(target.path),
                                    tokenizer=str(tok_dir), args=args)
         self._loop = asyncio.new_event_loop()
@@ -217,8 +271,11 @@ class TRTLLMEngine:
             "tokenizer": str(tok_dir),
             "python": sys.executable,
             "logprobs_available": self._logprobs_available,
-            "gather_generation_logits": bool(args.get("gather_generation_logits", False)),
+            "gather_generation_logits": gather,
             "args": sorted(spec.args),
+            "tensorrt_llm_series": series,
+            "capabilities": capabilities,
+            "latency_path": NON_PRODUCTION_TIMINGS if (target.is_engine and gather) else "production",
         }
         if target.engine is not None:
             eng = target.engine
@@ -294,21 +351,30 @@ class TRTLLMEngine:
         return request.prompt, True
 
     def _local_prompt_len(self, prompt: Any, add_special: bool, request: GenerationRequest) -> Optional[int]:
+        """The prompt length the engine used, for a request it rejected: a token-id prompt is used
+        whole (TensorRT-LLM does not apply truncate_prompt_tokens to it), a text prompt is cut."""
+        if isinstance(prompt, list):
+            return len(prompt)
         try:
-            n = len(prompt) if isinstance(prompt, list) else len(
-                self._tokenizer.encode(prompt, add_special_tokens=add_special))
+            n = len(self._tokenizer.encode(prompt, add_special_tokens=add_special))
         except Exception:
             return None
         if request.truncate_prompt_tokens is not None:
             n = min(n, request.truncate_prompt_tokens)
         return n
 
+    def _logprobs_asked(self, request: GenerationRequest) -> Optional[int]:
+        """Top logprobs to ask TensorRT-LLM for: what the request wants (at least 1: 0 would ask for
+        none, where vLLM's 0 means the sampled token's), capped at what this engine returns."""
+        if request.logprobs is None or self._logprobs_k == 0:
+            return None
+        return max(1, min(request.logprobs, self._logprobs_k))
+
     async def _one(self, request: GenerationRequest, report: Callable[[int, bool], None]) -> Completion:
         assert self._api is not None
         api = self._api
         prompt, add_special = self._prompt(request)
-        logprobs_k = request.logprobs if self._logprobs_available else None
-        kwargs = sampling_kwargs(request, add_special_tokens=add_special, logprobs=logprobs_k)
+        kwargs = sampling_kwargs(request, add_special_tokens=add_special, logprobs=self._logprobs_asked(request))
         unsupported = api.unsupported_sampling_params(kwargs)
         if unsupported:
             report(0, True)
@@ -350,12 +416,18 @@ class TRTLLMEngine:
         warnings: list[str] = []
         logprobs: Optional[list[TokenLogprobs]] = None
         if request.logprobs is not None:
-            if not self._logprobs_available:
+            if self._logprobs_k == 0:
                 warnings.append(
                     f"logprobs not available: engine {self.spec.target} was built without"
                     " gather_generation_logits (rebuild with --gather_generation_logits)")
-            elif out.logprobs is not None:
+            elif out.logprobs:  # CompletionOutput.logprobs is [] when there are none
                 logprobs = map_logprobs(out.logprobs, ids, request.logprobs, self._decode_one)
+        if request.truncate_prompt_tokens is not None and request.prompt_token_ids is not None:
+            warnings.append(f"truncate_prompt_tokens={request.truncate_prompt_tokens} ignored: TensorRT-LLM"
+                            f" uses a token-id prompt whole ({prompt_len} tokens)")
+        if request.seed is not None and not request.greedy and not self._seeds_honoured:
+            warnings.append(f"seed {request.seed} not honoured: the PyTorch backend of this tensorrt_llm"
+                            " ignores per-request seeds")
         if out.finish_reason == "length" and len(ids) < request.max_tokens:
             room = ""
             if self._max_seq_len is not None and prompt_len is not None:
@@ -487,6 +559,18 @@ class _TensorRTLLMAPI:
         self.module = module
         self.label = label
         self.version = str(getattr(module, "__version__", "unknown"))
+        where = getattr(module, "__file__", "?")
+        series = version_series(self.version)
+        if series is None:
+            raise EngineSpecError(f"engine {label!r}: cannot read the version of tensorrt_llm at {where}"
+                                  f" ({self.version!r}); this adapter needs tensorrt_llm >= {MIN_VERSION}")
+        if series == "0.17":
+            raise EngineSpecError(
+                f"engine {label!r}: tensorrt_llm {self.version} (at {where}) is too old: this adapter needs"
+                f" tensorrt_llm >= {MIN_VERSION} (found {self.version}; before 1.0 there is no"
+                " tensorrt_llm._tensorrt_engine and tensorrt_llm.LLM builds a TensorRT engine instead of"
+                " running the PyTorch backend)")
+        self.series = series
         SamplingParams = getattr(module, "SamplingParams", None)
         if SamplingParams is None:
             raise EngineSpecError(f"engine {label!r}: tensorrt_llm {self.version} has no SamplingParams;"
@@ -601,7 +685,7 @@ class _TensorRTLLMAPI:
             text=str(out.text or ""),
             finish_reason=out.finish_reason,
             stop_reason=out.stop_reason,
-            logprobs=list(out.logprobs) if out.logprobs is not None else None,
+            logprobs=list(out.logprobs) if out.logprobs else None,  # [] (the default): none
             prompt_token_ids=[int(t) for t in prompt_ids] if prompt_ids is not None else None,
         )
 

@@ -21,7 +21,7 @@ __all__ = ["SCHEMA_VERSION", "StepVerdict", "build_steps", "overall_verdict", "t
            "write_json", "write_html", "atomic_write_text", "schema", "build_document", "error_control",
            "exit_blocks"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: inconclusive and shared verdicts, exit_blocks, error_control, engine capabilities
 _ORDER = SEVERITY
 
 
@@ -239,6 +239,25 @@ def _svg_histogram(values: Sequence[float], threshold: Optional[float], bins: in
             f'aria-label="similarity histogram">{"".join(bars)}{line}{axis}</svg>')
 
 
+def _verdict_note(doc: dict[str, Any]) -> str:
+    """What the verdict words mean here, and how the false-alarm rate is bounded."""
+    e = html.escape
+    parts = []
+    if doc.get("verdict") == "inconclusive":
+        parts.append("INCONCLUSIVE is not a failure of the candidate: no difference was shown, and the "
+                     "evidence is not enough to pass. Each inconclusive check says what would settle it. "
+                     + ("It blocks (exit 1) under --parity-inconclusive=block." if doc.get("exit_blocks")
+                        else "It does not block (--parity-inconclusive=pass)."))
+    shared = [c for s in doc.get("steps", []) for c in s.get("checks", []) if c.get("verdict") == "shared"]
+    if shared:
+        parts.append(f"{len(shared)} finding(s) are shared: both engines behave the same way there "
+                     "(reported, never a failure of the migration).")
+    ec = doc.get("error_control") or {}
+    if ec.get("note"):
+        parts.append("False-alarm control: " + str(ec["note"]) + ".")
+    return "".join(f"<p>{e(p)}</p>" for p in parts)
+
+
 def write_html(path: str | Path, doc: dict[str, Any]) -> None:
     e = html.escape
     verdict = doc["verdict"]
@@ -282,8 +301,9 @@ def write_html(path: str | Path, doc: dict[str, Any]) -> None:
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}tr.fail td,details.fail summary{{color:#b00}}
 tr.pass td:nth-child(2),details.pass summary{{color:#070}}pre{{white-space:pre-wrap;margin:0}}
-h1.fail{{color:#b00}}h1.pass{{color:#070}}</style></head><body>
-<h1 class="{e(verdict)}">Verdict: {e(verdict.upper())}</h1><p>{e(doc.get('reason', ''))}</p>
+h1.fail{{color:#b00}}h1.pass{{color:#070}}h1.inconclusive,tr.inconclusive td{{color:#a60}}tr.shared td{{color:#555}}
+</style></head><body>
+<h1 class="{e(verdict)}">Verdict: {e(verdict.upper())}</h1><p>{e(doc.get('reason', ''))}</p>{_verdict_note(doc)}
 <ul>{engines}</ul>
 <h2>Migration steps</h2><table><tr><th>step</th><th>verdict</th><th>passed</th><th>failed</th><th>worst finding</th></tr>{rows}</table>
 <h2>Similarity of forked outputs</h2>{_svg_histogram(sims, thr)}
