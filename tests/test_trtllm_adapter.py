@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import trtllm_engine_dirs as engine_dirs
 
 from pytest_engineparity.engines.base import EngineSpec, EngineSpecError
 from pytest_engineparity.engines.trtllm import TRTLLMEngine, map_logprobs, sampling_kwargs
@@ -25,7 +26,6 @@ from pytest_engineparity.types import EngineInfo, GenerationRequest
 HERE = Path(__file__).resolve().parent
 DOUBLE_DIR = HERE / "trtllm_double"
 REPO_ROOT = HERE.parent
-EXAMPLE_CONFIG = HERE / "data" / "trtllm-engine-config-0.17.0.post1.json"
 DOUBLE_VERSION = "1.2.1"
 
 MAX_SEQ_LEN = 256
@@ -73,37 +73,10 @@ def trtllm() -> Iterator[Any]:
 
 def make_engine_dir(root: Path, hf_dir: Path, *, gather_generation_logits: bool = True,
                     tokenizer_files: bool = True, version: str = DOUBLE_VERSION) -> Path:
-    """An engine directory for the double: the shared example config.json with the embedded
-    model's dimensions and small build limits, rank0.engine = the model's safetensors weights."""
-    root.mkdir(parents=True, exist_ok=True)
-    cfg = json.loads(EXAMPLE_CONFIG.read_text())
-    hf = json.loads((hf_dir / "config.json").read_text())
-    rope = (hf.get("rope_parameters") or {}).get("rope_theta", hf.get("rope_theta"))
-    pre = cfg["pretrained_config"]
-    pre.pop("qwen_type", None)
-    pre.update({
-        "architecture": hf["architectures"][0], "dtype": "float32", "logits_dtype": "float32",
-        "vocab_size": hf["vocab_size"], "hidden_size": hf["hidden_size"],
-        "num_hidden_layers": hf["num_hidden_layers"], "num_attention_heads": hf["num_attention_heads"],
-        "num_key_value_heads": hf["num_key_value_heads"], "intermediate_size": hf["intermediate_size"],
-        "max_position_embeddings": hf["max_position_embeddings"], "hidden_act": hf["hidden_act"],
-        "norm_epsilon": hf["rms_norm_eps"], "rotary_base": rope, "head_size": hf["head_dim"],
-        "rotary_embedding_dim": hf["head_dim"], "tie_word_embeddings": hf["tie_word_embeddings"],
-        "attn_bias": hf["attention_bias"], "mlp_bias": hf["mlp_bias"],
-    })
-    build = cfg["build_config"]
-    build.update({"max_input_len": MAX_INPUT_LEN, "max_seq_len": MAX_SEQ_LEN, "max_batch_size": 8,
-                  "opt_batch_size": 4, "max_num_tokens": MAX_SEQ_LEN,
-                  "gather_generation_logits": gather_generation_logits})
-    build["plugin_config"].update({"dtype": "float32", "gemm_plugin": "float32"})
-    cfg["version"] = version
-    (root / "config.json").write_text(json.dumps(cfg, indent=2))
-    (root / "rank0.engine").symlink_to(hf_dir / "model.safetensors")
-    if tokenizer_files:
-        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-            if (hf_dir / name).exists():
-                (root / name).symlink_to(hf_dir / name)
-    return root
+    """An engine directory for the double with this module's small build limits."""
+    return engine_dirs.make_engine_dir(root, hf_dir, gather_generation_logits=gather_generation_logits,
+                                       tokenizer_files=tokenizer_files, version=version,
+                                       max_seq_len=MAX_SEQ_LEN, max_input_len=MAX_INPUT_LEN)
 
 
 @pytest.fixture(scope="module")

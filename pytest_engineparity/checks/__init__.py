@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "latency": "pytest_engineparity.checks.latency:LatencyChecks",
     "quality": "pytest_engineparity.checks.quality:QualityChecks",
     "baseline": "pytest_engineparity.checks.baseline:BaselineChecks",
+    "rendering": "pytest_engineparity.checks.rendering:RenderingChecks",
 }
 
 

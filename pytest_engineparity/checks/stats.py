@@ -283,6 +283,18 @@ def _cluster_bootstrap(x: np.ndarray, groups: Sequence[Any], q: Optional[float],
     labels = np.asarray(list(groups))
     runs = [x[labels == g] for g in dict.fromkeys(labels.tolist())]
     k = len(runs)
+    sizes = {r.size for r in runs}
+    if len(sizes) == 1:  # equal runs (the usual case): vectorised, in bounded chunks
+        m = sizes.pop()
+        table = np.stack(runs)
+        out = np.empty(n_resamples)
+        rows = max(1, 4_000_000 // (k * m))
+        for start in range(0, n_resamples, rows):
+            stop = min(n_resamples, start + rows)
+            pick = rng.integers(0, k, size=(stop - start, k))
+            idx = rng.integers(0, m, size=(stop - start, k, m))
+            out[start:stop] = _stat_rows(table[pick[:, :, None], idx].reshape(stop - start, k * m), q)
+        return out
     out = np.empty(n_resamples)
     for b in range(n_resamples):
         pick = rng.integers(0, k, size=k)

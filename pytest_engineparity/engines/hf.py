@@ -20,6 +20,7 @@ their last ``max_model_len - 1`` tokens without an error, like TensorRT-LLM's le
 ``chat_template`` (a Jinja template replacing the tokenizer's own: another template version),
 ``add_bos`` (prepend the BOS token to every prompt on top of what the template or tokenizer puts
 there, like a front-end that tokenizes a rendered chat template with ``add_special_tokens=True``),
+``eos_token_ids`` (the ids that end an output, replacing the tokenizer's and generation config's),
 and ``fault``, one of:
 
 - ``"leak_stop"``: a matched stop *string* stays in the text even when
@@ -41,7 +42,8 @@ from .base import Capabilities, check_model_dir, EngineSpec, EngineSpecError, Pr
 __all__ = ["HFEngine"]
 
 KNOWN_ARGS = {"dtype", "device", "max_model_len", "batch_size", "perturb_weights", "perturb_seed",
-              "on_overlength", "trust_remote_code", "fault", "chat_template", "add_bos"}
+              "on_overlength", "trust_remote_code", "fault", "chat_template", "add_bos",
+              "eos_token_ids"}
 FAULTS = ("leak_stop", "extra_token")  # deliberate faults (see the module docstring)
 
 
@@ -116,6 +118,8 @@ class HFEngine:
         ids = set([eos] if isinstance(eos, int) else (eos or []))
         ids |= set([gen_eos] if isinstance(gen_eos, int) else (gen_eos or []))
         self.eos_ids = sorted(i for i in ids if i is not None)
+        if "eos_token_ids" in args:  # an EOS set read differently (e.g. generation_config ignored)
+            self.eos_ids = sorted(int(t) for t in args["eos_token_ids"])
         return EngineInfo(
             kind=self.kind,
             model=str(self.spec.target),

@@ -203,6 +203,10 @@ class _BaseLLM:
         shape = None
         if want:
             shape = "topk" if (self._backend == "tensorrt" or TRAITS.pytorch_logprobs_top_k) else "sampled"
+        elif getattr(sp, "_return_log_probs", False):
+            # facts serve_logprobs_validation: trtllm-serve sets the private _return_log_probs for
+            # logprobs=1 on an engine without gather_generation_logits: the sampled token's logprob
+            shape = "sampled"
         req = _Request(out, sp, ids,
                        end_id=-1 if sp.ignore_eos else (sp.end_id if sp.end_id is not None else -1),
                        stop_words=[] if drop_words else sp._stop_words(self.tokenizer),
