@@ -4,7 +4,9 @@
 # benchmarks/gpu-engines.toml), after the vLLM parts (.gpu/c1..c5) and the model parts
 # (.gpu/m1..m3, mpart*) were copied to /tmp/gpu, one device call each; the last call carries
 # .gpu/c6 and .gpu/src. Phase A first does what benchmarks/gpu_setup.sh does (same environment),
-# from the snapshot:
+# from the snapshot; the call that carries .gpu/c6 may already start on-device.sh in the background
+# (writing /tmp/gpu/install.log and, at its end, install.rc), and phase A then waits for it:
+#   cp .gpu/c6/* /tmp/gpu/ && (setsid bash -c 'bash /tmp/gpu/on-device.sh >/tmp/gpu/install.log 2>&1; echo $? >/tmp/gpu/install.rc' </dev/null >/dev/null 2>&1 &)
 #
 #   cd .gpu/src && T0=$(date +%s) bash benchmarks/gpu_round2.sh A
 #   cd .gpu/src && T0=$(date +%s) bash benchmarks/gpu_round2.sh B     (next call, same warm box)
@@ -22,11 +24,11 @@ set -uo pipefail
 PHASE=${1:?phase A or B}
 OUT=${OUT:-/tmp/out}; R=/tmp/r2; mkdir -p "$OUT" "$R"
 export PYTHONPATH=/tmp/site:$PWD VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_HOST_IP=127.0.0.1 HF_HUB_OFFLINE=1 \
-  PYTEST_PLUGINS=pytest_engineparity.plugin NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
+  PYTEST_PLUGINS=${PYTEST_PLUGINS-pytest_engineparity.plugin} NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 \
   NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor_root
 T0=${T0:-$(date +%s)}; BUDGET=${BUDGET:-575}   # seconds for the whole call, from T0
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
-export CFG=${CFG:-benchmarks/gpu-engines.toml} PL_N=${PL_N:-512} OV_N=${OV_N:-256} DIAG_N=${DIAG_N:-256}
+export CFG=${CFG:-benchmarks/gpu-engines.toml} PL_N=${PL_N:-512} OV_N=${OV_N:-256} DIAG_N=${DIAG_N:-256} TOK=${TOK:-64}
 
 summary() {  # one compact block per report, for the call's output tail
 python3 - "$1" <<'EOF'
@@ -74,10 +76,18 @@ gpuinfo() {
 
 if [ "$PHASE" = A ]; then
   # = benchmarks/gpu_setup.sh, with .gpu/c6 one level up from the snapshot
-  cp ../c6/* /tmp/gpu/ && bash /tmp/gpu/on-device.sh || exit 1
-  ( cd /tmp/gpu && cat $(ls mpart* | sort) > models.tar && tar xf models.tar && rm -f mpart* models.tar ) || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/gpu/w/*.whl || exit 1
-  python3 -m pytest_engineparity.cli prepare-model || exit 1
+  if [ -z "${SKIP_SETUP:-}" ]; then
+    if [ -f /tmp/gpu/install.log ]; then  # the c6 call started on-device.sh in the background
+      while [ ! -f /tmp/gpu/install.rc ]; do sleep 2; done
+      [ "$(cat /tmp/gpu/install.rc)" = 0 ] || { tail -20 /tmp/gpu/install.log; exit 1; }
+      echo "background install finished before +$(( $(date +%s) - T0 )) s"
+    else
+      cp ../c6/* /tmp/gpu/ && bash /tmp/gpu/on-device.sh || exit 1
+    fi
+    ( cd /tmp/gpu && cat $(ls mpart* | sort) > models.tar && tar xf models.tar && rm -f mpart* models.tar ) || exit 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site /tmp/gpu/w/*.whl || exit 1
+    python3 -m pytest_engineparity.cli prepare-model || exit 1
+  fi
   echo "setup done at +$(( $(date +%s) - T0 )) s"
   python3 -c 'import torch, vllm; print("gpus", torch.cuda.device_count(), torch.cuda.get_device_name(0), "vllm", vllm.__version__)'
   python3 -m pytest_engineparity.cli fingerprint > "$R/h100x4-fingerprint.json"
@@ -120,7 +130,7 @@ t0 = time.perf_counter()
 errs = s.start_engines()  # at the same time: disjoint devices
 start_wall = time.perf_counter() - t0
 assert not errs, errs
-N, T = int(os.environ["PL_N"]), 64
+N, T = int(os.environ["PL_N"]), int(os.environ["TOK"])
 reqs = [GenerationRequest(messages=({"role": "user", "content": p},), max_tokens=T, logprobs=5) for p in prompts(N)]
 s._both(lambda h: h.generate(reqs[:32], label="warm-up"))
 rows = []
@@ -165,7 +175,7 @@ def keep():
 
 plugin_cost.tempfile = types.SimpleNamespace(TemporaryDirectory=keep)
 sys.argv = ["plugin_cost.py", "overhead", "--engine", "graphs-solo", "--engine-config", os.environ["CFG"],
-            "--max-tokens", "64", "--n", os.environ["OV_N"], "--json", "/tmp/r2/h100-overhead-graphs.json"]
+            "--max-tokens", os.environ["TOK"], "--n", os.environ["OV_N"], "--json", "/tmp/r2/h100-overhead-graphs.json"]
 plugin_cost.main()
 import json
 d = json.load(open("/tmp/r2/overhead-plugin/r.json"))
@@ -194,7 +204,7 @@ def spec():
     s.target = str(embedded_model_dir())
     return s
 
-reqs = [GenerationRequest(messages=({"role": "user", "content": p},), max_tokens=64, logprobs=5) for p in prompts(int(os.environ["DIAG_N"]))]
+reqs = [GenerationRequest(messages=({"role": "user", "content": p},), max_tokens=int(os.environ["TOK"]), logprobs=5) for p in prompts(int(os.environ["DIAG_N"]))]
 out = {"calls": []}
 def call(w, what):
     t0 = time.perf_counter(); c = w.generate(reqs); dt = time.perf_counter() - t0

@@ -36,14 +36,11 @@ the suites call (``suites/test_compatibility.py``, ``suites/test_rollback_readin
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import html
 import json
 import os
-import subprocess
 import sys
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence, Union
@@ -589,88 +586,34 @@ def compare_baseline(baseline: Baseline, current: Sequence[tuple[GenerationReque
 # --------------------------------------------------------------------------------------------
 # compatibility of a TensorRT-LLM engine directory with this machine
 
-# Runs in the engine's interpreter too (``python -c``), where only the standard library and
-# pytest_engineparity.runtime.fingerprint (stdlib-only) may be importable: no numpy/scipy here.
-_PACKAGES_SRC = r"""
-import ast
-from importlib import util as _import_util
-from pathlib import Path
-from pytest_engineparity.runtime.fingerprint import package_versions
-
-
-def _module_version(module):
-    # __version__ of a module without a distribution record, read from its version.py or
-    # __init__.py literal (the module is located, never imported)
-    try:
-        spec = _import_util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        for name in ("version.py", "__init__.py"):
-            try:
-                tree = ast.parse((Path(loc) / name).read_text(encoding="utf-8"))
-            except (OSError, SyntaxError, UnicodeDecodeError):
-                continue
-            for node in tree.body:
-                if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__version__"
-                                                        for t in node.targets):
-                    if isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-                        return node.value.value
-    return None
-
-
-def packages_here():
-    out = package_versions()
-    for key in ("tensorrt_llm", "tensorrt"):
-        if out.get(key) is None:
-            v = _module_version(key)
-            if v is not None:
-                out[key] = v
-                out[key + "_distribution"] = "module " + key + " (no distribution metadata)"
-    return out
-"""
-
-
 def _packages_here() -> dict[str, Any]:
-    """Package versions as the engine sees them, in this interpreter (see ``_PACKAGES_SRC``)."""
-    ns: dict[str, Any] = {}
-    exec(compile(_PACKAGES_SRC, "<engineparity packages>", "exec"), ns)
-    return ns["packages_here"]()
+    """Package versions as the engine sees them, in this interpreter."""
+    from ..runtime.probes import package_versions_here
+
+    return package_versions_here()
 
 
 def serving_packages(spec: Any, timeout: float = 120.0) -> tuple[dict[str, Any], str]:
     """(package versions, where they were read) of the interpreter the engine's worker runs.
 
     The pytest process when the spec names no other ``python`` and no ``PYTHONPATH``; otherwise
-    that interpreter, with the worker's environment. Raises ``RuntimeError`` naming the
+    that interpreter, with the worker's environment, asked through the worker protocol (a
+    ``probe`` before any engine starts: nothing is loaded). Raises ``RuntimeError`` naming the
     interpreter when it cannot be queried.
     """
     env_extra = {str(k): str(v) for k, v in (getattr(spec, "env", None) or {}).items()}
     python = getattr(spec, "python", None)
     if not python and "PYTHONPATH" not in env_extra:
         return _packages_here(), f"this interpreter ({sys.executable})"
-    from ..runtime.client import PACKAGE_PARENT
+    from ..errors import EngineError
+    from ..runtime.client import probe_interpreter
 
     exe = python or sys.executable
-    env = dict(os.environ)
-    env["PYTHONPATH"] = PACKAGE_PARENT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.update(env_extra)
     try:
-        code = _PACKAGES_SRC + "\nimport json, sys\nsys.stdout.write(json.dumps(packages_here()))\n"
-        proc = subprocess.run([exe, "-c", code], capture_output=True, text=True, env=env,
-                              timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise RuntimeError(f"cannot run the engine's interpreter {exe!r} to read its package versions: {exc}") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or "").strip().splitlines()[-3:]
-        raise RuntimeError(f"the engine's interpreter {exe!r} failed to report its package versions"
-                           f" (exit {proc.returncode}): {' | '.join(tail)}")
-    try:
-        return json.loads(proc.stdout), f"the engine's interpreter ({exe})"
-    except json.JSONDecodeError:
-        raise RuntimeError(f"the engine's interpreter {exe!r} printed no package versions: {proc.stdout[:200]!r}") from None
+        return probe_interpreter(spec, "package_versions", timeout=timeout), f"the engine's interpreter ({exe})"
+    except EngineError as exc:
+        raise RuntimeError(f"cannot run the engine's interpreter {exe!r} to read its package versions: "
+                           f"{exc.reason}") from None
 
 
 @dataclass

@@ -802,7 +802,8 @@ def render_divergence(request_label: str, ref: Completion, cand: Completion,
     collapsed = len(tail) > 40
     tail = ("…" + tail[-39:]) if collapsed else tail
     if where is None:
-        lines.append(f"  outputs are identical as text ({len(ref.token_ids)} tokens each)")
+        counts = ({len(ref.token_ids)} | {len(cand.token_ids)}) if ref.token_ids and cand.token_ids else set()
+        lines.append("  outputs are identical as text" + (f" ({counts.pop()} tokens each)" if len(counts) == 1 else ""))
         lines.append(side(rn).add(_esc(ref.text)).render())
     else:
         lines.append(_clip(f"  first divergence at {where} (0-based); common prefix {len(prefix)} "

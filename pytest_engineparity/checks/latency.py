@@ -47,14 +47,11 @@ from __future__ import annotations
 import html
 import math
 import os
-import re
 import time
 import warnings
-import weakref
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
-from ..errors import ConfigError
 from ..types import Completion, EngineInfo, GenerationRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,7 +89,7 @@ SLOWDOWN_METRICS = ("ttft", "tpot", "e2e")
 SLOWDOWN_STATS = ("p50", "p99")
 Verdict = Literal["pass", "fail", "inconclusive"]
 
-from ..sla import _SLA_HELP, SlaBound, _num, parse_sla  # noqa: F401  (parsed low, re-exported)
+from ..sla import SlaBound, parse_sla  # noqa: F401  (parsed low, re-exported)
 
 
 # --------------------------------------------------------------------------------------------

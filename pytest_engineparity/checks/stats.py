@@ -677,7 +677,6 @@ def paired_accuracy(ref_correct: Outcomes, cand_correct: Outcomes,
     drop_low = _tango_bound(b, c, n, z_a)
     z_m = _tango_z(b, c, n, max_drop)
     p_not_worse = float(_st.norm.cdf(z_m))
-    p_worse = float(_st.norm.sf(z_m))
     # power to show non-inferiority at this n if the engines were equally accurate, with the
     # observed rate of discordant items split evenly
     pd = (b + c) / n

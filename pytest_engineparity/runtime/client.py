@@ -29,7 +29,7 @@ from ..errors import EngineDied, EngineError, EngineStartError, EngineTimeout, R
 from ..types import Completion, EngineInfo, GenerationRequest
 from .worker import RESULT_FD_ENV
 
-__all__ = ["EngineError", "EngineDied", "EngineTimeout", "EngineStartError", "EngineWorker"]
+__all__ = ["EngineError", "EngineDied", "EngineTimeout", "EngineStartError", "EngineWorker", "probe_interpreter"]
 
 PACKAGE_PARENT = str(Path(__file__).resolve().parent.parent.parent)
 LOG_TAIL_LINES = 40
@@ -105,12 +105,36 @@ class EngineWorker:
         if self._proc is not None:
             raise RuntimeError(f"engine {self.name!r} already started")
         validate_spec(self.spec)
+        t0 = time.monotonic()
+        self._spawn()
+        try:
+            value = self._call(
+                {"op": "start", "adapter": adapter_path(self.spec.kind), "spec": self.spec.to_dict()},
+                timeout=self.spec.start_timeout, what="start",
+            )
+        except RemoteError as exc:
+            self.kill()
+            raise EngineStartError(self.name, f"failed to start: {exc.reason}", self.log_tail()) from None
+        except EngineError:
+            self.kill()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        self.info = EngineInfo.from_dict(value)
+        return self.info
+
+    def probe(self, what: str, timeout: float = 120.0) -> Any:
+        """A fact from the worker's interpreter (``runtime.probes``); spawns the worker (without
+        starting the engine) if it is not running."""
+        if self._proc is None:
+            self._spawn()
+        return self._call({"op": "probe", "what": what}, timeout=timeout, what=f"probe {what}")
+
+    def _spawn(self) -> None:
         python = self.spec.python or sys.executable
         rfd, wfd = os.pipe()
         env = self._env()
         env[RESULT_FD_ENV] = str(wfd)
         log = open(self.log_path, "ab")
-        t0 = time.monotonic()
         try:
             self._proc = subprocess.Popen(
                 [python, "-m", "pytest_engineparity.runtime.worker"],
@@ -126,20 +150,6 @@ class EngineWorker:
         self._rfd = rfd
         self.last_pid = self._proc.pid
         _LIVE.add(self)
-        try:
-            value = self._call(
-                {"op": "start", "adapter": adapter_path(self.spec.kind), "spec": self.spec.to_dict()},
-                timeout=self.spec.start_timeout, what="start",
-            )
-        except RemoteError as exc:
-            self.kill()
-            raise EngineStartError(self.name, f"failed to start: {exc.reason}", self.log_tail()) from None
-        except EngineError:
-            self.kill()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        self.info = EngineInfo.from_dict(value)
-        return self.info
 
     def close(self, timeout: float = 30.0) -> None:
         proc = self._proc
@@ -306,3 +316,13 @@ def _peak_rss(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def probe_interpreter(spec: EngineSpec, what: str, timeout: float = 120.0) -> Any:
+    """Ask a fresh worker under ``spec``'s interpreter and environment for ``what``, start no
+    engine, and end the worker."""
+    w = EngineWorker(spec, name=spec.label)
+    try:
+        return w.probe(what, timeout=timeout)
+    finally:
+        w.close()

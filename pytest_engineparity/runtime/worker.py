@@ -118,6 +118,11 @@ def main() -> int:
                 info = engine.start()
                 chan.send({"type": "result", "value": info.to_dict(), "gpu_peak_bytes": _gpu_peak_bytes()})
                 continue
+            if op == "probe":  # facts about this interpreter, with or without an engine
+                from .probes import run_probe
+
+                chan.send({"type": "result", "value": run_probe(msg["what"])})
+                continue
             if engine is None:
                 raise RuntimeError("engine not started")
             chan.send({"type": "result", "value": _handle(engine, msg, chan), "gpu_peak_bytes": _gpu_peak_bytes()})

@@ -20,7 +20,7 @@ from typing import Optional
 
 __all__ = ["VERSION", "SERIES", "TRAITS", "Traits", "series_of"]
 
-DEFAULT_VERSION = "1.2.1"
+from .version import __version__ as DEFAULT_VERSION  # noqa: E402  (the literal tools read)
 
 
 def series_of(version: str) -> str:
