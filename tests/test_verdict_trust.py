@@ -16,47 +16,63 @@ from pytest_engineparity.config import build_config
 from pytest_engineparity.pair import EnginePair, make_recorder
 from pytest_engineparity.report import build_steps, error_control, exit_blocks, overall_verdict
 from pytest_engineparity.session import ParitySession
-from pytest_engineparity.types import Completion, GenerationRequest
+from pytest_engineparity.types import GenerationRequest
 
 TASKS = Path(__file__).resolve().parent.parent / "suites" / "tasks"
 
 
-def make_pair(tmp_path, **cli):
-    cfg = build_config({"engine_pair": "hf,hf", **cli}, {}, {}, str(tmp_path))
+HERE = Path(__file__).resolve().parent
+
+
+def scripted_pair(tmp_path, ref_replies: dict, cand_replies: dict, default: str = "ok", **cli):
+    """A session over two real engines (the scripted adapter, each in its worker process)."""
+    import json
+
+    def table(name: str, replies: dict) -> str:
+        return (f'[engines.{name}]\nkind = "scripted_engine:ScriptedEngine"\n'
+                f'env = {{ PYTHONPATH = {json.dumps(str(HERE))} }}\n'
+                f'args = {{ default = {json.dumps(default)}, replies = {{ '
+                + ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in replies.items()) + " } }\n")
+
+    (tmp_path / "engines.toml").write_text(table("ref", ref_replies) + table("cand", cand_replies))
+    cfg = build_config({"engine_pair": "ref,cand", "engine_config": str(tmp_path / "engines.toml"),
+                        "noise_floor": "false", **cli}, {}, {}, str(tmp_path))
     s = ParitySession(cfg)
     return s, EnginePair(s, make_recorder(s, "benchmark-parity", "test_verdict_trust::node"))
 
 
-def put(session, requests, ref_texts, cand_texts, aux=False):
-    """Completions as the engines would have returned them (token ids included: exact layer)."""
-    session.register(requests, aux=aux)
-    for r, a, b in zip(requests, ref_texts, cand_texts):
-        k = r.key()
-        session.results["reference"][k] = Completion(text=a, token_ids=[ord(ch) for ch in a], finish_reason="stop")
-        session.results["candidate"][k] = Completion(text=b, token_ids=[ord(ch) for ch in b], finish_reason="stop")
+@pytest.fixture
+def closing():
+    sessions = []
+    yield sessions.append
+    for s in sessions:
+        s.close()
 
 
-def test_identical_answers_on_the_shipped_task_set_are_equivalent(tmp_path):
-    s, pair = make_pair(tmp_path)
+def test_identical_answers_on_the_shipped_task_set_are_equivalent(tmp_path, closing):
+    """Both engines give the same answer to every one of the 300 shipped items (each engine runs
+    them as one batch in its worker): the pooled verdict is equivalent at the default margin."""
     sets = load_tasks(TASKS)
     items = [it for ts in sets for it in ts.items]
-    answers = [f"answer {i}" for i in range(len(items))]
-    put(s, [it.request for it in items], answers, answers, aux=True)
+    s, pair = scripted_pair(tmp_path, {}, {}, default="42")
+    closing(s)
     results = pair.assert_quality_parity(TASKS)
     pooled = results[-1]
-    assert pooled.task == "all" and pooled.stats.n == 300
+    assert pooled.task == "all" and pooled.stats.n == len(items) == 300
+    assert pooled.stats.b == pooled.stats.c == 0
     assert pooled.verdict == "equivalent", pooled.stats.message
     checks = {c.name: c for c in s.checks}
     assert checks["quality:all"].verdict == "pass" and checks["quality:all"].numbers["gating"] is True
     # per task (60 items) the margin cannot always be shown; that is a non-gating finding
     assert all(not checks[f"quality:{ts.name}"].numbers["gating"] for ts in sets)
     assert build_steps(s.checks)[2].verdict == "PASS"
+    assert [h.starts for h in s.handles] == [1, 1]
 
 
-def test_an_undersized_suite_is_inconclusive_with_the_number_needed_not_fail(tmp_path):
-    s, pair = make_pair(tmp_path)
-    reqs = [GenerationRequest(prompt=f"p{i}", max_tokens=4) for i in range(12)]
-    put(s, reqs, [f"same {i}" for i in range(12)], [f"same {i}" for i in range(12)])
+def test_an_undersized_suite_is_inconclusive_with_the_number_needed_not_fail(tmp_path, closing):
+    reqs = [GenerationRequest(prompt=f"p{i}", max_tokens=16) for i in range(12)]
+    s, pair = scripted_pair(tmp_path, {}, {}, default="the same answer")
+    closing(s)
     v = pair.assert_suite_equivalent(requests=reqs)  # does not raise: no difference was measured
     assert v.verdict == "inconclusive"
     [check] = [c for c in s.checks if c.name == "equivalence-rate"]
@@ -68,13 +84,16 @@ def test_an_undersized_suite_is_inconclusive_with_the_number_needed_not_fail(tmp
     assert exit_blocks(verdict, "block", steps) and not exit_blocks(verdict, "pass", steps)
 
 
-def test_a_rate_shown_below_the_bound_fails(tmp_path):
-    s, pair = make_pair(tmp_path)
-    reqs = [GenerationRequest(prompt=f"q{i}", max_tokens=4) for i in range(120)]
-    # 30 of 120 fork at token 0 with no logprobs and unrelated text: 90/120 equivalent
-    cand = [f"same {i}" if i >= 30 else "zzzz completely different" for i in range(120)]
-    put(s, reqs, [f"same {i}" for i in range(120)], cand)
-    s.similarity.update({r.key(): 0.0 for r in reqs[:30]})
+def test_a_rate_shown_below_the_bound_fails(tmp_path, closing):
+    """30 of 120 answers differ completely (no logprobs, unrelated text): 90/120 is shown below
+    0.90 and fails; the same engines agreeing everywhere would pass."""
+    reqs = [GenerationRequest(prompt=f"q{i}", max_tokens=40) for i in range(120)]
+    ref = {r.prompt: f"The capital of country {i} is its largest city." for i, r in enumerate(reqs)}
+    cand = dict(ref)
+    for r in reqs[:30]:
+        cand[r.prompt] = "zq xv 9 kk pp"
+    s, pair = scripted_pair(tmp_path, ref, cand)
+    closing(s)
     with pytest.raises(AssertionError, match="shown below 0.90"):
         pair.assert_suite_equivalent(requests=reqs)
     assert overall_verdict(build_steps(s.checks))[0] == "fail"

@@ -33,7 +33,12 @@ def available_kinds() -> dict[str, str]:
 
 
 def adapter_path(kind: str) -> str:
+    """``"module:Class"`` of ``kind``: a registered kind, or (in an engine config table) a
+    ``module:Class`` path itself, for an adapter that is not packaged with an entry point."""
     kinds = available_kinds()
+    if kind not in kinds and ":" in kind and all(part.replace(".", "").replace("_", "").isalnum()
+                                                 for part in kind.split(":", 1)):
+        return kind
     if kind not in kinds:
         raise EngineSpecError(
             f"unknown engine kind {kind!r}; known kinds: {', '.join(sorted(kinds))}"
