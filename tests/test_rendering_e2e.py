@@ -159,6 +159,7 @@ def test_another_chat_template_fails_on_exactly_the_prompts_it_renders_different
     assert result.ret != 0
     pp = checks["prompt-parity"]["numbers"]
     assert pp["basis"] == {"ids": 28, "count": 0}
+    assert pp["names"] == {"chat template differs: the reference's template adds a default system prompt": 16}
     diff = differing(doc)
     # the default system prompt is only added where the request has none: chats with a system
     # message and plain completions render alike
@@ -169,8 +170,8 @@ def test_another_chat_template_fails_on_exactly_the_prompts_it_renders_different
     result.stdout.fnmatch_lines([
         "*chat-1 (chat): chat template differs: the reference's template adds a default system prompt*"
         "first difference at token 1*",
-        "*reference 'reference' [[]* tokens[]]  '<|im_start|>' ▶ 'system' '\\n' 'You' ' are' ' a'*",
-        "*candidate 'other-template' [[]* tokens[]]  '<|im_start|>' ▶ 'user' '\\n'*",
+        "*reference 'reference' [[]37 tokens[]] * '<|im_start|>' ▶ 'system' '\\n' 'You' ' are' ' a'*",
+        "*candidate 'other-template' [[]16 tokens[]] * '<|im_start|>' ▶ 'user' '\\n' 'What'*",
     ])
     # other prompts give other answers, but no EOS difference is invented from that
     assert checks["termination-parity"]["numbers"]["eos_findings"] == 0

@@ -338,9 +338,9 @@ def _lead_name(r: Sequence[int], c: Sequence[int], bos: set, show: Callable[[int
         if not is_bos and bos:
             continue
         if side == "candidate":
-            return (f"BOS added by the candidate: {show(t)} first, where the reference has none" if is_bos
+            return (f"BOS added by the candidate ({show(t)} first, where the reference has none)" if is_bos
                     else f"the candidate adds a leading token {show(t)} the reference does not have")
-        return (f"BOS missing on the candidate: the reference starts with {show(t)}, the candidate does not" if is_bos
+        return (f"BOS missing on the candidate (the reference starts with {show(t)}, the candidate does not)" if is_bos
                 else f"the candidate lacks the reference's leading token {show(t)}")
     return None
 
@@ -521,7 +521,9 @@ def summarize_prompts(check: str, checks: Sequence[PromptCheck], names: Mapping[
     unchecked = [p for p in checks if p.status == UNCHECKED]
     by_name: dict[str, int] = {}
     for p in diff:
-        key = p.name.split(" (")[0].split(":")[0]
+        key = p.name.split(" (")[0]
+        if any(ch.isdigit() for ch in key):  # "tokenization differs: the prompt text is 5 tokens ..."
+            key = key.split(":")[0]
         by_name[key] = by_name.get(key, 0) + 1
     basis = {b: sum(p.basis == b for p in same + diff) for b in ("ids", "count")}
     numbers = {"requests": len(checks), "same": len(same), "differs": len(diff), "unchecked": len(unchecked),
