@@ -209,7 +209,9 @@ def pytest_runtestloop(session: pytest.Session) -> None:
         return
     # only when the collected tests declared requests: then both engines are surely needed (a run of
     # opt-in checks that all skip, or a staging-compile check of an engine dir, starts nothing)
-    if not ps.requests or not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ())) for i in session.items):
+    # (staging-compile checks an engine dir against this machine and skips without a baseline)
+    if not ps.requests or not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ()))
+                                  and i.stash.get(_ITEM_STEP, None) != "staging-compile" for i in session.items):
         return
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     for h in ps.handles:
@@ -284,6 +286,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     ps = config.stash.get(_SESSION, None)
     if ps is None:
+        return
+    if config.option.collectonly:  # nothing ran: no verdict, no report
+        ps.close()
         return
     try:
         try:

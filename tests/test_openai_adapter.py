@@ -654,16 +654,26 @@ def test_connection_refused_is_clear_and_names_the_url(fake: FakeServer,
         worker.start()
 
 
+def _settle(srv: "FakeServer", timeout: float = 10.0) -> None:
+    """Wait until the server has finished every request so far, then forget its peak."""
+    deadline = time.monotonic() + timeout
+    while srv.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    srv.max_in_flight = 0
+
+
 def test_concurrency_bounds_requests_in_flight(make_fake: Callable[..., FakeServer],
                                                engine: Callable[..., OpenAIEngine]) -> None:
     srv = make_fake(first_token_delay=0.15)
     eng = engine(srv.url, concurrency=2)
     assert eng.info is not None and eng.info.details["concurrency"] == 2
+    _settle(srv)  # the start-up capability probes are not the batch
     out = eng.generate([GenerationRequest(prompt=f"p{i}", max_tokens=2) for i in range(6)])
     assert all(c.ok for c in out) and srv.max_in_flight == 2
 
     srv2 = make_fake(first_token_delay=0.3)
     eng2 = engine(srv2.url)  # default 64: the whole batch goes out at once
+    _settle(srv2)
     eng2.generate([GenerationRequest(prompt=f"p{i}", max_tokens=2) for i in range(6)])
     assert srv2.max_in_flight == 6
 

@@ -945,8 +945,7 @@ class RenderingChecks:
         rows = [(q, done["reference"][q.key()], done["candidate"][q.key()]) for q in reqs
                 if q.key() in done["reference"] and q.key() in done["candidate"]]
         decs = self._decoders()
-        names = self._names()
-        eos_sets = {role: self._eos_sets(role, [x[1 if role == "reference" else 2] for x in rows], decs[role])
+        eos_sets = {role: self._eos_sets(role, [(x[0], x[1 if role == "reference" else 2]) for x in rows], decs[role])
                     for role in ROLES}
         known = {role: set(eos_sets[role]["model_files"] or ()) | set(eos_sets[role]["declared"] or ())
                  | set(eos_sets[role]["recurring"]) for role in ROLES}
@@ -1009,14 +1008,16 @@ class RenderingChecks:
                      "eos_findings": [f.to_dict() for f in findings[:100]], "special_findings": sp_findings[:100]}
         return self._conclude(res, "termination", sec_extra)
 
-    def _eos_sets(self, role: str, comps: Sequence[Completion], dec: Decoder) -> dict[str, Any]:
+    def _eos_sets(self, role: str, rows: Sequence[tuple[GenerationRequest, Completion]], dec: Decoder) -> dict[str, Any]:
         """The EOS ids of one engine where knowable: declared by its adapter, read from its model
-        files, observed ending its EOS stops (``recurring``: those that end two or more)."""
+        files, observed ending its EOS stops (``recurring``: those that end two or more). Requests
+        with stop strings are left out of the observed ids: an engine that reports a stop-string
+        stop without its ``stop_reason`` would make a content token look like an EOS."""
         info = self._ctx.engine(role).info
         declared = (getattr(info, "details", None) or {}).get("eos_token_ids")
         ends: dict[int, int] = {}
-        for c in comps:
-            if _eos_stop(c):
+        for q, c in rows:
+            if _eos_stop(c) and not q.stop:
                 t = int(c.token_ids[-1])
                 ends[t] = ends.get(t, 0) + 1
 
