@@ -66,7 +66,7 @@ def test_baseline_round_trip_with_real_engines(pytester: pytest.Pytester) -> Non
 
     # 1. save: both roles' baselines are written
     r = pytester.runpytest_subprocess("--engine-pair=reference,current", "--parity-baseline-update",
-                                      "--parity-report=save.json", *common, timeout=600)
+                                      "--parity-report=save.json", *common, timeout=1500)
     assert r.ret == 0, r.stdout.str()[-3000:]
     cand = json.loads((pytester.path / "bl" / "candidate" / "baseline.json").read_text())
     ref = json.loads((pytester.path / "bl" / "reference" / "baseline.json").read_text())
@@ -78,7 +78,7 @@ def test_baseline_round_trip_with_real_engines(pytester: pytest.Pytester) -> Non
 
     # 2. unchanged: passes, and says the latency comparison is inconclusive on 3 requests
     r = pytester.runpytest_subprocess("--engine-pair=reference,current", "--parity-report=same.json",
-                                      "--parity-html=same.html", *common, timeout=600)
+                                      "--parity-html=same.html", *common, timeout=1500)
     assert r.ret == 0, r.stdout.str()[-3000:]
     doc = _report(pytester.path / "same.json")
     checks = _checks(doc, "staging-compile")
@@ -95,7 +95,7 @@ def test_baseline_round_trip_with_real_engines(pytester: pytest.Pytester) -> Non
     # 3. a changed candidate (15 % weight noise): staging-compile fails with the diff; the
     #    reference, unchanged, still matches its own baseline (cutover passes)
     r = pytester.runpytest_subprocess("--engine-pair=reference,degraded", "--parity-report=changed.json", *common,
-                                      timeout=600)
+                                      timeout=1500)
     out = r.stdout.str()
     assert r.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
     assert "candidate vs its baseline" in out and "first divergence at token" in out
@@ -112,7 +112,7 @@ def test_baseline_round_trip_with_real_engines(pytester: pytest.Pytester) -> Non
     path.write_text(path.read_text()[:300])
     r = pytester.runpytest_subprocess("--engine-pair=reference,current", "suites/test_compatibility.py",
                                       "--engine-config=engines.toml", "--parity-prompts=p.jsonl",
-                                      "--parity-baseline=bl", "-p", "no:cacheprovider", timeout=600)
+                                      "--parity-baseline=bl", "-p", "no:cacheprovider", timeout=1500)
     assert r.ret == pytest.ExitCode.TESTS_FAILED
     r.stdout.fnmatch_lines([f"*BaselineError: {path}: is corrupt (not valid JSON*--parity-baseline-update*"])
     assert "starting reference engine" not in r.stdout.str()
@@ -193,14 +193,14 @@ def test_baseline_only_mode_with_one_engine(pytester: pytest.Pytester) -> None:
     common = ["suites/test_compatibility.py", "suites/test_rollback_readiness.py", "--engine-config=engines.toml",
               "--parity-prompts=p.jsonl", "--parity-noise-floor=false", "--parity-baseline=bl",
               "--parity-min-equivalence=0.3", "-p", "no:cacheprovider", "-rs"]
-    r = pytester.runpytest_subprocess("--engine-pair=current", *common, timeout=600)
+    r = pytester.runpytest_subprocess("--engine-pair=current", *common, timeout=1500)
     r.stdout.fnmatch_lines(["*BaselineError: *candidate*baseline.json: no candidate baseline: record one with"
                             " --parity-baseline-update*"])
     assert r.ret == pytest.ExitCode.TESTS_FAILED
-    r = pytester.runpytest_subprocess("--engine-pair=current", "--parity-baseline-update", *common, timeout=600)
+    r = pytester.runpytest_subprocess("--engine-pair=current", "--parity-baseline-update", *common, timeout=1500)
     assert r.ret == 0, r.stdout.str()[-3000:]
     assert sorted(p.name for p in (pytester.path / "bl").iterdir()) == ["candidate"]
-    r = pytester.runpytest_subprocess("--engine-pair=current", "--parity-report=same.json", *common, timeout=600)
+    r = pytester.runpytest_subprocess("--engine-pair=current", "--parity-report=same.json", *common, timeout=1500)
     assert r.ret == 0, r.stdout.str()[-3000:]
     r.stdout.fnmatch_lines(["*baseline-only mode (one engine): no separate reference to roll back to*"])
     doc = _report(pytester.path / "same.json")
@@ -208,6 +208,6 @@ def test_baseline_only_mode_with_one_engine(pytester: pytest.Pytester) -> None:
     # one worker: the candidate started once, no separate reference engine was started
     assert [e["starts"] for e in doc["engines"] if e["role"] == "candidate"][0] == 1
     assert not any(e["starts"] for e in doc["engines"] if e["role"] == "reference")
-    r = pytester.runpytest_subprocess("--engine-pair=degraded", *common, timeout=600)
+    r = pytester.runpytest_subprocess("--engine-pair=degraded", *common, timeout=1500)
     assert r.ret == pytest.ExitCode.TESTS_FAILED
     r.stdout.fnmatch_lines(["*candidate vs its baseline*", "*staging-compile*FAIL*"])
