@@ -106,9 +106,11 @@ def test_baseline_round_trip_with_real_engines(pytester: pytest.Pytester) -> Non
     assert "spec.args.perturb_weights none → 0.15" in out
     doc = _report(pytester.path / "changed.json")
     steps = {s["step"]: s["verdict"] for s in doc["steps"]}
-    assert steps["staging-compile"] == "fail" and steps["cutover"] == "pass"
+    # the reference still matches its own baseline; only its latency (3 requests) is unsettled
+    assert steps["staging-compile"] == "fail" and steps["cutover"] == "inconclusive"
+    assert _checks(doc, "cutover")["reference baseline-outputs"]["verdict"] == "pass"
     assert _checks(doc, "staging-compile")["candidate baseline-outputs"]["verdict"] == "fail"
-    r.stdout.fnmatch_lines(["*staging-compile*FAIL*", "*cutover*PASS*", "overall: FAIL*"])
+    r.stdout.fnmatch_lines(["*staging-compile*FAIL*", "*cutover*INCONCLUSIVE*", "overall: FAIL*"])
 
     # 4. a corrupt baseline: an error naming the file (no engine needs to start for it)
     path = pytester.path / "bl" / "candidate" / "baseline.json"
