@@ -167,8 +167,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if excinfo.errisinstance(EngineUnavailable):
             report.longrepr = f"{excinfo.typename}: {excinfo.value}"  # one line: the full report is above
         if excinfo.errisinstance((EngineError, EngineUnavailable)):
-            # nothing more can be compared: stop, rather than fail every later test one by one
-            item.session.shouldstop = f"engine unavailable: {str(excinfo.value).splitlines()[0]}"
+            # nothing more can be compared: stop (as a failed run, exit 1), rather than fail every later
+            # test one by one
+            item.session.shouldfail = f"engine unavailable: {str(excinfo.value).splitlines()[0]}"
     step = item.stash.get(_ITEM_STEP, None)
     if step is None:
         return report

@@ -243,44 +243,52 @@ class HFEngine:
         past = None
         cur_ids, cur_pos = input_ids, position_ids
         step_mask = mask
+        # rows still decoding, by their place in the batch; a finished row leaves the batch (its KV
+        # cache rows are dropped), so the rest of the batch no longer pays for it
+        live = [b for b in range(B) if active[b]]
+        if len(live) < B:
+            sel = torch.tensor(live, dtype=torch.long, device=self.device)
+            cur_ids, cur_pos, step_mask = cur_ids[sel], cur_pos[sel], step_mask[sel]
         with torch.inference_mode():
-            while any(active):
+            while live:
+                # logits of the last position only: the prefill would otherwise project every prompt
+                # position onto the vocabulary
                 out = self.model(input_ids=cur_ids, attention_mask=step_mask, position_ids=cur_pos,
-                                 past_key_values=past, use_cache=True)
+                                 past_key_values=past, use_cache=True, logits_to_keep=1)
                 past = out.past_key_values
                 logits = out.logits[:, -1, :].float()
                 logprobs_all = torch.log_softmax(logits, dim=-1)
-                next_tokens = torch.full((B,), pad_id, dtype=torch.long, device=self.device)
-                for b, r in enumerate(rows):
-                    if not active[b]:
-                        continue
-                    req: GenerationRequest = r["req"]
-                    row_logits = logits[b].clone()
+                next_tokens = torch.full((len(live),), pad_id, dtype=torch.long, device=self.device)
+                for i, b in enumerate(live):
+                    req: GenerationRequest = rows[b]["req"]
                     n_out = len(state[b]["out"])
                     if n_out < req.min_tokens:
+                        row_logits = logits[i].clone()
                         for t in list(self.eos_ids) + list(req.stop_token_ids):
                             row_logits[t] = float("-inf")
+                    else:
+                        row_logits = logits[i]
                     if req.greedy:
                         tok = int(torch.argmax(row_logits))
                     else:
                         tok = self._sample(row_logits, req, gens[b])
-                    next_tokens[b] = tok
+                    next_tokens[i] = tok
                 now = time.perf_counter() - origin
                 finished_now, n_new = 0, 0
-                for b, r in enumerate(rows):
-                    if not active[b]:
-                        continue
+                keep: list[int] = []
+                for i, b in enumerate(live):
+                    r = rows[b]
                     req = r["req"]
-                    tok = int(next_tokens[b])
+                    tok = int(next_tokens[i])
                     st = state[b]
                     st["out"].append(tok)
                     st["times"].append(now)
                     n_new += 1
                     if req.logprobs is not None:
                         k = max(req.logprobs, 1)
-                        vals, idx = torch.topk(logprobs_all[b], k)
-                        top = {int(i): float(v) for i, v in zip(idx.tolist(), vals.tolist())}
-                        chosen = float(logprobs_all[b, tok])
+                        vals, idx = torch.topk(logprobs_all[i], k)
+                        top = {int(t): float(v) for t, v in zip(idx.tolist(), vals.tolist())}
+                        chosen = float(logprobs_all[i, tok])
                         top.setdefault(tok, chosen)
                         decoded = {t: self.tokenizer.decode([t]) for t in top}
                         st["lps"].append(TokenLogprobs(tok, chosen, top, decoded))
@@ -291,10 +299,20 @@ class HFEngine:
                         st["finish"] = reason
                         active[b] = False
                         finished_now += 1
+                    else:
+                        keep.append(i)
                 tick(finished_now, n_new)
+                if not keep:
+                    break
                 cur_ids = next_tokens.unsqueeze(-1)
-                step_mask = torch.cat([step_mask, torch.ones((B, 1), dtype=step_mask.dtype, device=self.device)], dim=-1)
+                step_mask = torch.cat([step_mask, torch.ones((len(live), 1), dtype=step_mask.dtype,
+                                                             device=self.device)], dim=-1)
                 cur_pos = cur_pos[:, -1:] + 1
+                if len(keep) < len(live):
+                    sel = torch.tensor(keep, dtype=torch.long, device=self.device)
+                    past.batch_select_indices(sel)
+                    cur_ids, cur_pos, step_mask = cur_ids[sel], cur_pos[sel], step_mask[sel]
+                    live = [live[i] for i in keep]
         return [self._finish(r, st) for r, st in zip(rows, state)]
 
     @staticmethod

@@ -137,10 +137,22 @@ class VLLMEngine:
             ids = self.tokenizer.apply_chat_template(list(req.messages), tokenize=True, add_generation_prompt=True)
             if hasattr(ids, "keys"):
                 ids = ids["input_ids"]
-            return {"prompt_token_ids": [int(t) for t in ids]}
+            return {"prompt_token_ids": self._truncated([int(t) for t in ids], req)}
         if req.prompt_token_ids is not None:
-            return {"prompt_token_ids": list(req.prompt_token_ids)}
-        return req.prompt
+            return {"prompt_token_ids": self._truncated(list(req.prompt_token_ids), req)}
+        return req.prompt  # text: vLLM's own tokenization applies truncate_prompt_tokens
+
+    @staticmethod
+    def _truncated(ids: list[int], req: GenerationRequest) -> list[int]:
+        """Token-id prompts are cut here, as vLLM's OpenAI server does before the engine sees them
+        (vllm/entrypoints/openai/serving_engine.py ``_normalize_prompt_tokens_to_input``:
+        ``prompt_ids[-truncate_prompt_tokens:]``): the offline ``LLM`` path of vLLM 0.25 applies
+        ``SamplingParams.truncate_prompt_tokens`` to text prompts only, so without this a token-id
+        prompt would reach the engine whole (measured on an H100, vLLM 0.25.0)."""
+        k = req.truncate_prompt_tokens
+        if k is not None and k > 0 and len(ids) > k:
+            return ids[-k:]
+        return ids
 
     def generate(self, requests: Sequence[GenerationRequest], progress: Optional[ProgressFn] = None) -> list[Completion]:
         engine = self.llm.llm_engine
