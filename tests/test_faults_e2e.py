@@ -54,6 +54,8 @@ def test_candidate_that_cannot_start_fails_loudly_and_leaves_no_orphans(pytester
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     out = result.stdout.str()
     assert "engine 'greedy-vllm': failed to start" in out
+    # vLLM's own start message, word for word, and its advice
+    assert "is less than desired CPU memory utilization" in out and "--gpu-memory-utilization" in out
     assert "last lines of the greedy-vllm worker log" in out
     # the first test that needs it fails in one line pointing to the pre-flight report, and the run
     # stops there as a failed run: no retry, no hang, no repeat of the report

@@ -78,6 +78,7 @@ def test_bad_config_files_name_the_problem(tmp_path, toml, message):
     with pytest.raises(ConfigError) as ei:
         build_config({"engine_config": "e.toml"}, {}, {}, str(tmp_path))
     assert message in str(ei.value)
+    assert "e.toml" in str(ei.value)  # the error names the file it came from
 
 
 def test_relative_paths_resolve_against_the_config_file(tmp_path):

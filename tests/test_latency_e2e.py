@@ -15,7 +15,7 @@ import pytest
 from pytest_engineparity.report import schema
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
-N_PROMPTS, RUNS, MAX_TOKENS = 10, 3, 12
+N_PROMPTS, RUNS, MAX_TOKENS = 10, 5, 12
 
 DECLARED = """
 import pytest
@@ -55,7 +55,9 @@ def test_latency_suite_on_vllm_and_transformers(pytester):
 
     # the impossible bound fails the run; the bounds that hold pass; slowdown p99 stays open
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-4000:]
-    result.assert_outcomes(passed=N_PROMPTS + 1, failed=1, skipped=1)
+    outcomes = result.parseoutcomes()
+    assert (outcomes.get("passed"), outcomes.get("failed")) == (N_PROMPTS + 1, 1), outcomes
+    assert outcomes.get("skipped", 0) >= 1  # the slowdown test; the load sweep is opt-in too
     result.stdout.fnmatch_lines(["*test_declared.py::test_impossible_ttft FAILED*",
                                  "*test_latency_sla.py::test_latency_sla PASSED*",
                                  "*test_latency_sla.py::test_no_slowdown SKIPPED*",
@@ -73,8 +75,11 @@ def _check_report(out: str, doc: dict, html: str) -> None:
     assert bad["verdict"] == "fail" and bad["numbers"]["low"] > 0.001
     measured_ms = bad["numbers"]["measured"] * 1000
     shown = f"{measured_ms:.2f} ms" if measured_ms < 10 else f"{measured_ms:.1f} ms"
-    assert re.search(r"sla:ttft_p50<=1ms: candidate hf ttft p50 = " + re.escape(shown) + r" \(95% CI .* to .*, "
-                     rf"n={N_PROMPTS * RUNS}\); bound 1.00 ms: surely missed", out), out[-4000:]
+    # transformers answers a run as one batch: every request of a run has the same TTFT (one
+    # measurement per run), so the CI is taken over the runs
+    assert re.search(r"sla:ttft_p50<=1ms: candidate hf ttft p50 = " + re.escape(shown) + rf" \(mean of {RUNS} "
+                     rf"per-run p50 values, 95% CI .* to .*; the {N_PROMPTS * RUNS} samples take only {RUNS} distinct "
+                     r"value\(s\).*\); bound 1.00 ms: surely missed", out), out[-4000:]
     # slowdown: p50 settled by 30 samples per engine (pass at 100x), p99 needs 300
     for m in ("ttft", "tpot", "e2e"):
         assert checks[f"slowdown:{m}_p50"]["verdict"] == "pass", checks[f"slowdown:{m}_p50"]["detail"]

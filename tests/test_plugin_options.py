@@ -49,7 +49,7 @@ def test_bad_config_file_entries(pytester):
     pytester.makepyfile("def test_x(): pass")
     result = pytester.runpytest_subprocess("--engine-pair=ref,hf", "--engine-config=engines.toml")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["ERROR: *[engines.ref]*must be a string*"])
+    result.stderr.fnmatch_lines(["ERROR: *engines.toml*[engines.ref]*must be a string*"])
 
 
 def test_pyproject_table_and_ini_are_read(pytester):

@@ -30,6 +30,8 @@ __all__ = [
     "ratio_ci",
     "RegressionVerdict",
     "regression_verdict",
+    "run_level_regression",
+    "is_step_clocked",
     "default_min_samples",
     "PercentileCI",
     "percentile_ci",
@@ -407,6 +409,69 @@ def step_clock_guard(v: "RegressionVerdict", samples: Sequence[float], side: str
                     "distinct value(s): requests of one batch share the engine's step clock, so they are "
                     "not independent samples")
     return v
+
+
+def is_step_clocked(samples: Sequence[float]) -> bool:
+    """Whether samples take so few distinct values (fewer than half) that they are one measurement
+    repeated: the requests of one in-process batch share the engine's step clock."""
+    distinct = len({round(float(x), 6) for x in samples})
+    return bool(samples) and distinct < max(2, len(samples) // 2)
+
+
+def run_level_regression(ref_runs: Sequence[Sequence[float]], cand_runs: Sequence[Sequence[float]], stat: str,
+                         max_ratio: float, confidence: float = 0.95,
+                         alpha_fail: Optional[float] = None) -> "RegressionVerdict":
+    """Slowdown verdict when each run is one measurement (samples of a run share a step clock):
+    the statistic is taken per run, and the ratio's CI is a Welch t-interval on the log of the
+    per-run statistics, the runs being the independent units (as throughput's CI is). ``pass``
+    when the CI lies below ``max_ratio``; ``fail`` when the one-sided bound at ``alpha_fail`` lies
+    above it; ``inconclusive`` otherwise, with the runs per engine that would settle it."""
+    q = _parse_stat(stat)
+    r = np.log([float(_stat_rows(_as_samples(x, "reference"), q)) for x in ref_runs])
+    c = np.log([float(_stat_rows(_as_samples(x, "candidate"), q)) for x in cand_runs])
+    nr, nc = r.size, c.size
+    n_ref, n_cand = sum(len(x) for x in ref_runs), sum(len(x) for x in cand_runs)
+    if nr < 2 or nc < 2 or not (np.all(np.isfinite(r)) and np.all(np.isfinite(c))):
+        return RegressionVerdict("inconclusive", stat, max_ratio, confidence, n_ref, n_cand, 0, None, None,
+                                 f"{stat}: the samples of each run share the engine's step clock, so each run is "
+                                 f"one measurement: a CI needs at least 2 runs per engine (have {nr} and {nc}): "
+                                 "--parity-latency-runs=3")
+    d = float(c.mean() - r.mean())
+    vr, vc = float(r.var(ddof=1)) / nr, float(c.var(ddof=1)) / nc
+    se = math.sqrt(vr + vc)
+    if se > 0:
+        df = (vr + vc) ** 2 / ((vr ** 2 / (nr - 1) if vr else 0.0) + (vc ** 2 / (nc - 1) if vc else 0.0))
+    else:
+        df = float(nr + nc - 2)
+    t = float(_st.t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
+    lo, hi = math.exp(d - t * se), math.exp(d + t * se)
+    fail_low = math.exp(d - float(_st.t.ppf(1.0 - alpha_fail, df)) * se) if alpha_fail is not None else lo
+    ratio = math.exp(d)
+    ci = RatioCI(stat=stat, ratio=ratio, low=lo, high=hi, confidence=confidence,
+                 ref_value=float(np.exp(r.mean())), cand_value=float(np.exp(c.mean())), n_ref=n_ref, n_cand=n_cand,
+                 n_resamples=0, fail_low=fail_low, alpha_fail=alpha_fail, runs=(nr, nc))
+    conf = f"{confidence * 100:g}%"
+    head = (f"{stat} ratio {ratio:.3f} (geometric mean of per-run {stat}: {ci.cand_value:.4g}s / "
+            f"{ci.ref_value:.4g}s), {conf} CI {lo:.3f}-{hi:.3f} (Welch t over runs: {nr} reference, {nc} "
+            "candidate; the requests of one run share the engine's step clock, so the runs are the samples)")
+    if hi <= max_ratio:
+        return RegressionVerdict("pass", stat, max_ratio, confidence, n_ref, n_cand, 0, ci, None,
+                                 f"{head} lies below {max_ratio:.2f}: no regression")
+    if fail_low > max_ratio:
+        return RegressionVerdict("fail", stat, max_ratio, confidence, n_ref, n_cand, 0, ci, None,
+                                 f"{head} lies above {max_ratio:.2f}: slower")
+    need = None
+    gap = abs(math.log(max_ratio) - d)
+    if gap > 0 and se > 0:
+        s2 = vr * nr + vc * nc  # per-run variance, summed over the two sides
+        for m in range(2, 10_001):
+            if float(_st.t.ppf(1.0 - (1.0 - confidence) / 2.0, 2 * m - 2)) * math.sqrt(s2 / m) < gap:
+                need = m
+                break
+    tail = (f"need about {need} runs per engine (--parity-latency-runs={need})" if need is not None
+            else "the ratio sits at the threshold: more runs are unlikely to settle it")
+    return RegressionVerdict("inconclusive", stat, max_ratio, confidence, n_ref, n_cand, 0, ci, None,
+                             f"{head} straddles {max_ratio:.2f}: inconclusive, {tail}")
 
 
 def _needed_more(ci: RatioCI, max_ratio: float) -> Optional[int]:
