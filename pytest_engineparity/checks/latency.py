@@ -421,8 +421,9 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
 
     ``fail`` needs the bound surely missed at ``alpha_fail`` (the run's family-wise share; a wider
     interval than the pass side's) and, with two or more timed runs, every run's own estimate
-    beyond the bound (a slow run is not taken for a slow engine); samples of one batch that share
-    the engine's step clock (few distinct values) are not independent: ``inconclusive``."""
+    beyond the bound (a slow run is not taken for a slow engine). Samples of one batch that share
+    the engine's step clock (few distinct values) are one measurement per run: the runs are then
+    the samples (``_evaluate_per_run``)."""
     conf = f"{confidence * 100:g}%"
     ref_val = _point(bound, reference) if reference is not None else None
     ref_txt = f"; reference {reference.name}: {_fmt(bound, ref_val)}" if reference is not None else ""
@@ -437,6 +438,10 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
     if not x:
         return SlaResult(bound, lat.name, lat.role, "inconclusive", None, None, None, 0, confidence, None, ref_val,
                          f"{bound.name}: {label}: no samples (every request failed or produced too few tokens)")
+    from .stats import is_step_clocked
+
+    if is_step_clocked(x):
+        return _evaluate_per_run(bound, lat, x, confidence, alpha_fail, ref_val, ref_txt, label)
     ci = percentile_ci(x, bound.q, confidence)
     meets = ci.meets(bound.limit)
     caveat = ""
@@ -458,11 +463,6 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
                 meets = None
                 caveat = ("; the runs disagree (per-run estimates " + ", ".join(_fmt_s(e) for e in ests)
                           + "): run-to-run variation, not a verdict")
-        distinct = len({round(float(v), 6) for v in x})
-        if distinct < max(2, len(x) // 2):
-            meets = None
-            caveat = (f"; the {len(x)} samples take only {distinct} distinct value(s): requests of one batch "
-                      "share the engine's step clock, so they are not independent samples")
     lo_t = _fmt_s(ci.low) if ci.low is not None else "-"
     hi_t = _fmt_s(ci.high) if ci.high is not None else "-"
     head = (f"{bound.name}: {label} = {_fmt_s(ci.estimate)} ({conf} CI {lo_t} to {hi_t}, n={ci.n}); "
@@ -487,6 +487,49 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
         why = caveat.lstrip("; ")
     return SlaResult(bound, lat.name, lat.role, "inconclusive", ci.estimate, ci.low, ci.high, ci.n, confidence, need,
                      ref_val, f"{head}: inconclusive, {why}: {tail}{ref_txt}")
+
+
+def _evaluate_per_run(bound: SlaBound, lat: EngineLatency, x: Sequence[float], confidence: float,
+                      alpha_fail: Optional[float], ref_val: Optional[float], ref_txt: str, label: str) -> SlaResult:
+    """A percentile bound on step-clocked samples: the requests of one run share the engine's step
+    clock, so each run gives one estimate (its percentile) and the CI is a Student-t interval over
+    the runs, as for throughput. ``fail`` needs the bound surely missed at ``alpha_fail`` and by
+    every run."""
+    import numpy as np
+    from scipy import stats as st
+
+    assert bound.q is not None
+    conf = f"{confidence * 100:g}%"
+    ests = [float(np.quantile(np.asarray(v), bound.q)) for v in _by_run(x, lat.run_labels(bound.metric))]
+    n = len(ests)
+    mean = float(np.mean(ests))
+    why = (f"the {len(x)} samples take only {len({round(float(v), 6) for v in x})} distinct value(s): requests "
+           "of one batch share the engine's step clock, so each run is one measurement")
+    if n < 2:
+        return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, None, None, n, confidence, None, ref_val,
+                         f"{bound.name}: {label} = {_fmt_s(mean)} in 1 run; bound {_fmt_s(bound.limit)}: "
+                         f"inconclusive, {why}: a CI needs at least 2 runs (--parity-latency-runs=3){ref_txt}")
+    sd = float(np.std(ests, ddof=1))
+
+    def interval(c: float) -> tuple[float, float]:
+        half = float(st.t.ppf(1.0 - (1.0 - c) / 2.0, n - 1)) * sd / math.sqrt(n)
+        return mean - half, mean + half
+
+    lo, hi = interval(confidence)
+    head = (f"{bound.name}: {label} = {_fmt_s(mean)} (mean of {n} per-run {bound.stat} values, {conf} CI "
+            f"{_fmt_s(lo)} to {_fmt_s(hi)}; {why}); bound {_fmt_s(bound.limit)}")
+    if hi <= bound.limit:
+        return SlaResult(bound, lat.name, lat.role, "pass", mean, lo, hi, n, confidence, None, ref_val,
+                         f"{head}: met with {conf} confidence{ref_txt}")
+    strict_lo = interval(1 - 2 * alpha_fail)[0] if alpha_fail is not None and alpha_fail < (1 - confidence) / 2 else lo
+    if strict_lo > bound.limit and all(e > bound.limit for e in ests):
+        return SlaResult(bound, lat.name, lat.role, "fail", mean, lo, hi, n, confidence, None, ref_val,
+                         f"{head}: surely missed (the whole CI is above the bound, and every run){ref_txt}")
+    need = _runs_needed(ests, bound.limit, confidence)
+    tail = (f"need about {need} runs (--parity-latency-runs={need})" if need is not None
+            else "the estimate sits at the bound: more runs are unlikely to settle it")
+    return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, lo, hi, n, confidence, need, ref_val,
+                     f"{head}: inconclusive, the CI straddles the bound: {tail}{ref_txt}")
 
 
 def _point(bound: SlaBound, lat: EngineLatency) -> Optional[float]:
@@ -594,6 +637,13 @@ class SlowdownResult:
         return _jsonable({"name": self.name, **{k: v for k, v in asdict(self).items()}})
 
 
+def _by_run(x: Sequence[float], labels: Sequence[Any]) -> list[list[float]]:
+    by: dict[Any, list[float]] = {}
+    for v, r in zip(x, labels):
+        by.setdefault(r, []).append(float(v))
+    return list(by.values())
+
+
 def slowdown_checks(ref: EngineLatency, cand: EngineLatency, max_ratio: float = 1.10,
                     metrics: Sequence[str] = SLOWDOWN_METRICS, stats: Sequence[str] = SLOWDOWN_STATS,
                     confidence: float = 0.95, seed: Optional[int] = 0, n_resamples: int = 2000,
@@ -601,12 +651,13 @@ def slowdown_checks(ref: EngineLatency, cand: EngineLatency, max_ratio: float = 
     """``stats.regression_verdict`` per metric and statistic, with messages that name both engines.
 
     With two or more timed runs per engine the bootstrap resamples whole runs (run-to-run
-    variation is not taken for a difference); samples of one batch that share the engine's step
-    clock (few distinct values) give ``inconclusive``, never a verdict; ``fail`` is decided at
-    ``alpha_fail`` (the run's family-wise share) when given."""
+    variation is not taken for a difference); when the samples of one batch share the engine's
+    step clock (few distinct values), each run is one measurement and the CI is a t-interval over
+    the runs (``stats.run_level_regression``); with one run, ``inconclusive``; ``fail`` is decided
+    at ``alpha_fail`` (the run's family-wise share) when given."""
     import numpy as np
 
-    from .stats import regression_verdict, step_clock_guard
+    from .stats import is_step_clocked, regression_verdict, run_level_regression, step_clock_guard
 
     out = []
     per_run = ref.runs[0].requests if ref.runs else 0
@@ -630,8 +681,15 @@ def slowdown_checks(ref: EngineLatency, cand: EngineLatency, max_ratio: float = 
             v: RegressionVerdict = regression_verdict(r, c, stat=stat, max_ratio=max_ratio, confidence=confidence,
                                                       seed=seed, n_resamples=n_resamples, alpha_fail=alpha_fail,
                                                       ref_groups=ref.run_labels(metric), cand_groups=cand.run_labels(metric))
-            for side, x in (("reference", r), ("candidate", c)):
-                v = step_clock_guard(v, x, side, metric)
+            if v.ci is not None and (is_step_clocked(r) or is_step_clocked(c)):
+                # one batch per run on a step clock: each run is one measurement, the runs are the
+                # samples (a run-level t-interval; with one run per engine, no verdict)
+                rr, cr = _by_run(r, ref.run_labels(metric)), _by_run(c, cand.run_labels(metric))
+                if len(rr) >= 2 and len(cr) >= 2:
+                    v = run_level_regression(rr, cr, stat, max_ratio, confidence, alpha_fail)
+                else:
+                    for side, x in (("reference", r), ("candidate", c)):
+                        v = step_clock_guard(v, x, side, metric)
             ci = v.ci
             msg = f"{head}: {v.message}"
             if v.verdict == "inconclusive" and ci is None:
