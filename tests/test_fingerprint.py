@@ -31,6 +31,7 @@ from pytest_engineparity.runtime.fingerprint import (
     compare_fingerprints,
     format_cuda_version,
     machine_fingerprint,
+    topology_link,
     package_versions,
     parse_driver_version,
     read_sidecar,
@@ -124,7 +125,9 @@ def test_fingerprint_with_two_nvlinked_h100s(monkeypatch: pytest.MonkeyPatch) ->
     assert fp["gpus"] == [
         {"index": i, "name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "memory_total_bytes": 85520809984,
          "uuid": f"GPU-0000000{i}-aaaa-bbbb-cccc-dddddddddddd", "nvlink_active_links": 18} for i in (0, 1)]
-    assert fp["topology"] == [{"gpus": [0, 1], "common_ancestor": "NODE (same NUMA node)", "nvlink_p2p": True}]
+    # NVLink is named as nvidia-smi topo -m names it, whatever the PCIe common ancestor says
+    assert fp["topology"] == [{"gpus": [0, 1], "link": "NV18", "common_ancestor": "NODE (same NUMA node)",
+                               "nvlink_p2p": True}]
     assert nvml.state == {"init": 1, "shutdown": 1}  # type: ignore[attr-defined]
     json.dumps(fp)
 
@@ -136,7 +139,20 @@ def test_fingerprint_pcie_gpu_without_nvlink(monkeypatch: pytest.MonkeyPatch) ->
     assert fp["nvidia"]["cuda_driver_version"] == "12.4"
     assert [g["compute_capability"] for g in fp["gpus"]] == ["8.9", "8.9"]
     assert [g["nvlink_active_links"] for g in fp["gpus"]] == [None, None]
-    assert fp["topology"][0]["nvlink_p2p"] is False
+    assert fp["topology"][0]["nvlink_p2p"] is False and fp["topology"][0]["link"] == "NODE"
+
+
+def test_recorded_four_h100_topology_reads_as_nvlink() -> None:
+    """The fingerprint recorded on four H100 SXM (benchmarks/results/h100x4-fingerprint.json):
+    NVML's PCIe common ancestor is PHB for every pair, but every pair has NVLink P2P and 18 links."""
+    doc = json.loads((Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+                      / "h100x4-fingerprint.json").read_text())
+    links = {g["index"]: g["nvlink_active_links"] for g in doc["gpus"]}
+    labels = {tuple(t["gpus"]): topology_link(t["nvlink_p2p"], t["common_ancestor"], links[t["gpus"][0]],
+                                              links[t["gpus"][1]]) for t in doc["topology"]}
+    assert set(labels.values()) == {"NV18"} and len(labels) == 6
+    assert topology_link(False, "PHB (PCIe host bridge)", None, None) == "PHB"
+    assert topology_link(None, None, None, None) is None
 
 
 def test_fingerprint_without_driver(monkeypatch: pytest.MonkeyPatch) -> None:

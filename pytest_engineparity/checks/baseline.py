@@ -318,8 +318,18 @@ def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         ch("active NVLinks per GPU", ol, nl)
 
     def topo(fp: dict[str, Any]) -> list[str]:
-        return [f"{t.get('gpus')}: {t.get('common_ancestor')}, nvlink {_fmt(t.get('nvlink_p2p'))}"
-                for t in fp.get("topology") or []]
+        # one label per GPU pair (NV18, PHB, ...); fingerprints written before the label existed
+        # get it from the same fields, so an old baseline does not read as a topology change
+        from ..runtime.fingerprint import topology_link
+
+        links = {g.get("index"): g.get("nvlink_active_links") for g in fp.get("gpus") or []}
+        out = []
+        for t in fp.get("topology") or []:
+            pair = list(t.get("gpus") or [None, None]) + [None, None]
+            label = t.get("link") or topology_link(t.get("nvlink_p2p"), t.get("common_ancestor"),
+                                                   links.get(pair[0]), links.get(pair[1]))
+            out.append(f"{t.get('gpus')}: {label}")
+        return out
 
     if topo(old) != topo(new):
         out.append(f"GPU topology {'; '.join(topo(old)) or 'none'} → {'; '.join(topo(new)) or 'none'}")

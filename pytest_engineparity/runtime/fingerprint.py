@@ -36,6 +36,7 @@ __all__ = [
     "Finding",
     "SidecarError",
     "machine_fingerprint",
+    "topology_link",
     "package_versions",
     "compare_fingerprints",
     "check_engine_dir",
@@ -209,15 +210,32 @@ def _nvidia_facts() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str
                 level = _nvml_call(pynvml.nvmlDeviceGetTopologyCommonAncestor, handles[i], handles[j])
                 p2p = _nvml_call(pynvml.nvmlDeviceGetP2PStatus, handles[i], handles[j],
                                  pynvml.NVML_P2P_CAPS_INDEX_NVLINK)
+                ancestor = _TOPOLOGY_LEVELS.get(int(level), f"level {level}") if level is not None else None
+                nvlink = (int(p2p) == pynvml.NVML_P2P_STATUS_OK) if p2p is not None else None
                 topology.append({
                     "gpus": [i, j],
-                    "common_ancestor": _TOPOLOGY_LEVELS.get(int(level), f"level {level}")
-                    if level is not None else None,
-                    "nvlink_p2p": (int(p2p) == pynvml.NVML_P2P_STATUS_OK) if p2p is not None else None,
+                    "link": topology_link(nvlink, ancestor, gpus[i].get("nvlink_active_links"),
+                                          gpus[j].get("nvlink_active_links")),
+                    "common_ancestor": ancestor,
+                    "nvlink_p2p": nvlink,
                 })
         return nvidia, gpus, topology
     finally:
         _nvml_call(pynvml.nvmlShutdown)
+
+
+def topology_link(nvlink_p2p: Optional[bool], common_ancestor: Optional[str], links_a: Optional[int],
+                  links_b: Optional[int]) -> Optional[str]:
+    """How two GPUs talk, as ``nvidia-smi topo -m`` labels it: ``NV<links>`` when NVML reports
+    NVLink peer-to-peer between them (on an NVSwitch board every pair shows all of a GPU's active
+    links, e.g. NV18 on H100 SXM), else the PCIe path (PIX, PXB, PHB, NODE, SYS). The PCIe common
+    ancestor alone says PHB for NVLink-connected H100s, which hides the NVLink."""
+    if nvlink_p2p:
+        counts = [n for n in (links_a, links_b) if n]
+        return f"NV{min(counts)}" if counts else "NVLink"
+    if common_ancestor is None:
+        return None
+    return common_ancestor.split(" ")[0]
 
 
 def _active_nvlinks(pynvml: Any, handle: Any) -> Optional[int]:
