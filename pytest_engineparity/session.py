@@ -150,6 +150,7 @@ class EngineHandle:
             "starts": self.starts, "start_seconds": w.start_seconds if w else None,
             "peak_rss_bytes": w.peak_rss_bytes if w else None,
             "peak_gpu_bytes": w.peak_gpu_bytes if w else None,
+            "peak_gpu_source": w.peak_gpu_source if w else None,
             "batches": self.batches, "error": str(self.error) if self.error else None,
             "devices": self.spec.devices,
             "pids": self.pids,

@@ -46,12 +46,11 @@ from __future__ import annotations
 
 import html
 import math
-import os
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence, Union
 
+from ..runtime.gpumem import gpu_memory_bytes
 from ..types import Completion, EngineInfo, GenerationRequest
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -722,62 +721,6 @@ def load_shape(info: Optional[EngineInfo], n_requests: int, transport: str = "in
                 "description": f"{n_requests} requests per run streamed over HTTP, at most {conc} in flight, {arrival}"}
     return {"mode": "one-batch", "requests": n_requests, "max_batch_size": info.limits.max_batch_size,
             "description": f"one batch of {n_requests} requests per run (in-process engine)"}
-
-
-def _process_tree(pid: int) -> set[int]:
-    pids, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        if p in pids:
-            continue
-        pids.add(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return pids
-
-
-_NVML_OK: list = []  # [] untried, [False] no NVML here
-
-
-def gpu_memory_bytes(pid: Optional[int]) -> Optional[int]:
-    """GPU memory held by a process and its children now (NVML), or None without a GPU / NVML /
-    a visible process (e.g. another PID namespace)."""
-    if pid is None or _NVML_OK == [False]:
-        return None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pynvml  # nvidia-ml-py
-        pynvml.nvmlInit()
-    except Exception:
-        _NVML_OK[:] = [False]
-        return None
-    try:
-        pids = _process_tree(pid)
-        total, seen = 0, False
-        for i in range(int(pynvml.nvmlDeviceGetCount())):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                try:
-                    procs = getattr(pynvml, getter)(h)
-                except Exception:
-                    continue
-                for p in procs:
-                    if int(p.pid) in pids and getattr(p, "usedGpuMemory", None):
-                        total += int(p.usedGpuMemory)
-                        seen = True
-        return total if seen else None
-    except Exception:
-        return None
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except Exception:
-            pass
 
 
 def _memory(view: Any, gpu_peak: Optional[int]) -> dict[str, Any]:

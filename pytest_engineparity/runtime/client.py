@@ -88,6 +88,7 @@ class EngineWorker:
         self.log_path = Path(self._log_dir) / f"worker-{safe}-{os.getpid()}-{id(self)}.log"
         self.peak_rss_bytes: Optional[int] = None
         self.peak_gpu_bytes: Optional[int] = None
+        self.peak_gpu_source: Optional[str] = None
         self.last_pid: Optional[int] = None  # torch-reserved GPU memory, as the worker reports it
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -120,6 +121,7 @@ class EngineWorker:
             raise
         self.start_seconds = time.monotonic() - t0
         self.info = EngineInfo.from_dict(value)
+        self._sample_gpu()
         return self.info
 
     def probe(self, what: str, timeout: float = 120.0) -> Any:
@@ -216,7 +218,19 @@ class EngineWorker:
             timeout=self.spec.request_timeout, what=f"generate ({len(requests)} requests)",
             on_progress=progress,
         )
+        self._sample_gpu()
         return [Completion.from_dict(d) for d in value]
+
+    def _sample_gpu(self) -> None:
+        """The worker reports what torch reserved in its own process; tensor-parallel ranks run in
+        child processes it cannot see. NVML sees the whole process tree (all GPUs together): the
+        peak is the larger of the two. Nothing happens without NVML."""
+        from .gpumem import gpu_memory_bytes
+
+        nvml = gpu_memory_bytes(self.pid)
+        if nvml is not None and (self.peak_gpu_bytes is None or nvml > self.peak_gpu_bytes):
+            self.peak_gpu_bytes = int(nvml)
+            self.peak_gpu_source = "NVML, the worker's process tree (every GPU it uses)"
 
     def tokenize(self, text: str) -> list[int]:
         return list(self._call({"op": "tokenize", "text": text}, timeout=self.spec.request_timeout, what="tokenize"))
@@ -261,6 +275,7 @@ class EngineWorker:
                         gpu = reply.get("gpu_peak_bytes")
                         if gpu is not None and (self.peak_gpu_bytes is None or gpu > self.peak_gpu_bytes):
                             self.peak_gpu_bytes = int(gpu)
+                            self.peak_gpu_source = "torch.cuda.max_memory_reserved in the worker process"
                         return reply["value"]
                     if kind == "error":
                         raise RemoteError(self.name, reply.get("error_type", "Error"),
