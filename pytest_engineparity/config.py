@@ -23,7 +23,7 @@ from .engines.base import EngineSpec
 from .errors import ConfigError
 
 __all__ = ["ConfigError", "ParityConfig", "OPTIONS", "parse_engine_pair", "load_engine_config",
-           "MIGRATION_STEPS", "EMBEDDED"]
+           "MIGRATION_STEPS", "EMBEDDED", "LoadPlan", "parse_load_plan"]
 
 MIGRATION_STEPS = ("stable-model", "staging-compile", "benchmark-parity", "canary", "cutover")
 EMBEDDED = "<embedded>"  # target placeholder: the embedded default model, prepared at engine start
@@ -87,6 +87,125 @@ def _choice(name: str, choices: tuple):
 
 def _str(raw: Any) -> str:
     return str(raw)
+
+
+# --------------------------------------------------------------------------------------------
+# --parity-load: the load plan (parsed here, at the option boundary; checks/load.py runs it)
+
+LOAD_MODES = ("concurrency", "rate")
+_LOAD_HELP = ('expected e.g. "concurrency=1,8,32" or "rate=2,4,8/s", optionally with ";requests=N", '
+              '";output=N" (fixed output tokens, ignore_eos), ";input=N" (synthetic prompt tokens), '
+              '";runs=N", ";good=SHARE"')
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """``--parity-load``: one sweep of load levels, the same seeded schedule for both engines.
+
+    ``mode`` is ``"concurrency"`` (closed loop: at most ``level`` requests in flight, the next sent
+    as one finishes) or ``"rate"`` (open loop: Poisson arrivals at ``level`` requests per second,
+    from one seeded schedule). ``requests``: requests per level and run (None: the default of the
+    load family); ``output``: every request asks for exactly this many tokens (``ignore_eos``,
+    ``min_tokens = max_tokens``); ``input``: synthetic prompts of this many tokens (instead of the
+    suite's declared requests); ``runs``: timed runs per level and engine; ``good``: the goodput
+    share a level needs to count towards capacity at SLO; ``stats``: the percentiles each level's
+    slowdown verdict judges (p50 by default: 30 requests settle it; a tail such as p90 needs more
+    requests per level for the same precision)."""
+
+    mode: str
+    levels: tuple
+    requests: Optional[int] = None
+    output: Optional[int] = None
+    input: Optional[int] = None
+    runs: int = 1
+    good: float = 0.9
+    stats: tuple = ("p50",)
+    text: str = ""
+
+    def label(self, level: float) -> str:
+        """``"concurrency=4"`` / ``"rate=2/s"``: how a level is named in checks and reports."""
+        return f"concurrency={level:g}" if self.mode == "concurrency" else f"rate={level:g}/s"
+
+    @property
+    def unit(self) -> str:
+        return "requests in flight" if self.mode == "concurrency" else "requests/s"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "levels": list(self.levels), "requests": self.requests, "output": self.output,
+                "input": self.input, "runs": self.runs, "good": self.good, "stats": list(self.stats), "text": self.text,
+                "labels": [self.label(x) for x in self.levels]}
+
+
+def parse_load_plan(raw: Any) -> LoadPlan:
+    """Parse ``--parity-load``: ``"concurrency=1,8,32"`` or ``"rate=2,4,8/s"`` plus optional
+    ``;key=value`` settings (``requests``, ``output``, ``input``, ``runs``, ``good``, ``stats``). Raises
+    ``ConfigError`` naming the option and the bad part."""
+    text = str(raw).strip()
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"--parity-load: {why} in {text!r} ({_LOAD_HELP})")
+
+    if not text:
+        raise bad("empty plan")
+    mode: Optional[str] = None
+    levels: tuple = ()
+    extra: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not value:
+            raise bad(f"{part!r} is not KEY=VALUE")
+        if key in LOAD_MODES:
+            if mode is not None:
+                raise bad("one sweep per run: give concurrency=... or rate=..., not both")
+            mode = key
+            if key == "rate" and value.lower().endswith("/s"):
+                value = value[:-2]
+            out = []
+            for item in (v.strip() for v in value.split(",")):
+                try:
+                    x = float(item) if key == "rate" else int(item)
+                except ValueError:
+                    raise bad(f"{key} level {item!r} is not " + ("a number" if key == "rate" else "an integer")) from None
+                if not x > 0 or x != x or x == float("inf"):
+                    raise bad(f"{key} level {item!r} must be > 0 and finite")
+                out.append(x)
+            if len(set(out)) != len(out) or out != sorted(out):
+                raise bad(f"{key} levels must be distinct and increasing")
+            levels = tuple(out)
+        elif key in ("requests", "output", "input", "runs"):
+            try:
+                n = int(value)
+            except ValueError:
+                raise bad(f"{key}={value!r} is not an integer") from None
+            if n < 1:
+                raise bad(f"{key} must be >= 1")
+            extra[key] = n
+        elif key == "stats":
+            stats = tuple(v.strip().lower() for v in value.split(","))
+            for st in stats:
+                try:
+                    ok = st.startswith("p") and 0.0 < float(st[1:]) < 100.0
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise bad(f"stats: {st!r} is not a percentile such as p50, p90, p99")
+            extra[key] = stats
+        elif key == "good":
+            try:
+                share = float(value)
+            except ValueError:
+                raise bad(f"good={value!r} is not a number") from None
+            if not 0.0 < share <= 1.0:
+                raise bad("good (the goodput share a level needs) must be in (0, 1]")
+            extra[key] = share
+        else:
+            raise bad(f"unknown key {key!r}")
+    if mode is None:
+        raise bad("no load levels (concurrency=... or rate=...)")
+    return LoadPlan(mode, levels, text=text, **extra)
 
 
 @dataclass(frozen=True)
@@ -178,6 +297,10 @@ OPTIONS: tuple[Option, ...] = (
            "what an inconclusive verdict does to the exit status: block (exit 1, verdict INCONCLUSIVE, "
            "default) or pass (exit 0; the report still says INCONCLUSIVE)", _choice("--parity-inconclusive", ("block", "pass")),
            "block"),
+    Option("load", "--parity-load", "PLAN",
+           'opt-in load sweep, the same seeded schedule on both engines (servers only: openai, vllm-serve, '
+           'trtllm-serve): "concurrency=1,8,32" or "rate=2,4,8/s", optionally ";requests=N;output=N;input=N;'
+           'runs=N;good=0.9;stats=p50,p90"', parse_load_plan),
 )
 
 
@@ -211,6 +334,7 @@ class ParityConfig:
     alpha: float = 0.05
     gates: int = 10
     inconclusive: str = "block"
+    load: Optional[LoadPlan] = None  # --parity-load, parsed
     single_engine: bool = False  # --engine-pair=ENGINE with --parity-baseline: one engine, as the candidate
     engines: dict = field(default_factory=dict)  # named engines from the config file
     rootdir: str = "."

@@ -338,6 +338,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     verdicts = [None] + [s["verdict"] for s in doc["steps"]] + [doc["verdict"]]
     for v, line in zip(verdicts, _table(doc)):
         tr.write_line(line, red=v == "fail", green=v == "pass", yellow=v == "inconclusive")
+    from .checks import FAMILIES, family_class
+
+    for name in FAMILIES:  # a family's own summary lines (the load sweep: one line per level)
+        lines_of = getattr(family_class(name), "terminal_lines", None)
+        for line in (lines_of(doc) if lines_of is not None else []):
+            tr.write_line(line)
     ec = doc.get("error_control") or {}
     if ec:
         tr.write_line(f"false-alarm control: {ec['note']}")

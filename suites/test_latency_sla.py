@@ -14,6 +14,13 @@ Measured once per session; both tests read the same samples.
   they are meant to be equally fast (the same engine after a driver update, vLLM -> TensorRT-LLM
   on the same GPU); the built-in pair, vLLM-CPU vs transformers, is not such a pair.
 
+* ``test_latency_under_load``: needs ``--parity-load="concurrency=1,8,32"`` (or ``rate=2,4,8/s``) and
+  two server engines (``vllm-serve``, ``trtllm-serve``, ``openai:URL``): the same seeded schedule on
+  both, per-level percentiles, throughput and goodput, a slowdown verdict per level against
+  ``--parity-max-slowdown`` and, with ``--parity-sla``, capacity at SLO (``checks/load.py``). The
+  suite's declared requests are the workload when there are any, else synthetic prompts. In-process
+  engines cannot be loaded concurrently: the test is skipped with that reason.
+
 A check that the samples cannot settle (too few for p99, a CI straddling the bound) is recorded
 as ``inconclusive`` with the number of samples that would settle it, and the test is skipped
 with that reason: neither a pass nor a fail.
@@ -53,3 +60,13 @@ def test_no_slowdown(engine_pair, pytestconfig):
                     "(e.g. 1.10) for a pair meant to be equally fast")
     _needs_requests(engine_pair)
     _skip_if_inconclusive(engine_pair.assert_no_slowdown())
+
+
+def test_latency_under_load(engine_pair):
+    if engine_pair.load_plan is None:
+        pytest.skip('no --parity-load given: load sweeps are opt-in, e.g. --parity-load="concurrency=1,8,32" '
+                    '(servers only: vllm-serve, trtllm-serve, openai:URL)')
+    results = engine_pair.assert_load_parity()
+    if results and results[0].verdict == "skip":
+        pytest.skip(results[0].message)
+    _skip_if_inconclusive(results)

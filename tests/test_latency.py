@@ -309,9 +309,10 @@ def test_suite_latency_checks_are_opt_in_and_start_no_engine(pytester):
     result = pytester.runpytest_subprocess("--engine-pair=vllm,hf", "--parity-report=r.json", "-rs",
                                            "-p", "no:cacheprovider")
     assert result.ret == 0
-    result.assert_outcomes(skipped=2)
+    result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(["SKIPPED*no --parity-sla given: latency SLA bounds are opt-in*",
-                                 "SKIPPED*slowdown check is opt-in: set --parity-max-slowdown=RATIO*"],
+                                 "SKIPPED*slowdown check is opt-in: set --parity-max-slowdown=RATIO*",
+                                 "SKIPPED*no --parity-load given: load sweeps are opt-in*"],
                                 consecutive=False)
     doc = json.loads((pytester.path / "r.json").read_text())
     assert "latency" not in doc and [e["starts"] for e in doc["engines"]] == [0, 0]
@@ -319,7 +320,7 @@ def test_suite_latency_checks_are_opt_in_and_start_no_engine(pytester):
     pytester.makeini("[pytest]\nengineparity_max_slowdown = 1.2\n")
     result = pytester.runpytest_subprocess("--engine-pair=vllm,hf", "--parity-sla=ttft_p50<=1s",
                                            "--parity-report=r.json", "-rs", "-p", "no:cacheprovider")
-    result.assert_outcomes(skipped=2)
+    result.assert_outcomes(skipped=3)
     result.stdout.fnmatch_lines(["SKIPPED [[]2[]] *: no requests to time: the collected tests declared none*"])
     assert [e["starts"] for e in json.loads((pytester.path / "r.json").read_text())["engines"]] == [0, 0]
 

@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "quality": "pytest_engineparity.checks.quality:QualityChecks",
     "baseline": "pytest_engineparity.checks.baseline:BaselineChecks",
     "rendering": "pytest_engineparity.checks.rendering:RenderingChecks",
+    "load": "pytest_engineparity.checks.load:LoadChecks",
 }
 
 

@@ -14,6 +14,12 @@ Spec: ``EngineSpec(kind="openai", target="http://host:port[/v1]", api_key_env=..
 - ``logprob_token_ids``: vLLM flavour only; ask for logprob tokens as ``"token_id:N"`` so the
   top-k alternatives are keyed by token id (default true).
 
+Load levels: ``generate_scheduled(requests, offsets, concurrency)`` sends a given schedule (request
+``i`` at ``offsets[i]`` seconds, at most ``concurrency`` in flight) instead of the one from the
+args; ``OpenAIEngine.load_client(spec, info)`` is a started client of the same server, retries off,
+that the load family (``checks/load.py``) drives in the pytest process. The managed server kinds
+(``vllm-serve``, ``trtllm-serve``) compose this adapter for all their requests.
+
 What it measures: every request is streamed (``stream: true`` with usage), so time to first
 token and every inter-token gap are taken on this side with ``time.perf_counter`` from the
 moment the request is sent (``Timings.source == "client-stream"``). A chunk that carries several
@@ -718,13 +724,44 @@ class OpenAIEngine:
             self.flavor == "vllm" and self.options.logprob_token_ids
         ):
             self._ensure_text_index()  # before the clock starts: loading a tokenizer is slow
+        return self._run_async(self._generate_all(reqs, progress))
+
+    def generate_scheduled(self, requests: Sequence[GenerationRequest], offsets: Sequence[float],
+                           concurrency: int, progress: Optional[ProgressFn] = None) -> list[Completion]:
+        """Stream ``requests`` on a given schedule: request ``i`` is sent ``offsets[i]`` seconds
+        after the start (or later, when ``concurrency`` requests are already in flight). The
+        load family drives its seeded load levels through this (the same schedule for both
+        engines); ``generate`` is this with the schedule from the adapter's own args."""
+        if self.model is None:
+            raise RuntimeError("OpenAIEngine.start() must run before generate_scheduled()")
+        reqs, offs = list(requests), [float(x) for x in offsets]
+        if len(offs) != len(reqs):
+            raise ValueError(f"{len(offs)} arrival offsets for {len(reqs)} requests")
+        if any(not (x >= 0 and math.isfinite(x)) for x in offs):
+            raise ValueError("arrival offsets must be finite and >= 0")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if not reqs:
+            return []
+        return self._run_async(self._generate_all(reqs, progress, offs, concurrency))
+
+    @classmethod
+    def load_client(cls, spec: EngineSpec, info: Any) -> "OpenAIEngine":
+        """A started client of the same server in the calling process, for ``generate_scheduled``
+        (retries off: under load a 429/503 is a result, not a hiccup to hide)."""
+        args = {k: v for k, v in (spec.args or {}).items() if k in ("model", "flavor", "logprob_token_ids")}
+        client = cls(EngineSpec(**{**spec.to_dict(), "args": {**args, "max_retries": 0}}))
+        client.start()
+        return client
+
+    def _run_async(self, coro: Any) -> Any:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._generate_all(reqs, progress))
+            return asyncio.run(coro)
         # called from inside an event loop (in-process use): run ours on a thread of its own
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(asyncio.run, self._generate_all(reqs, progress)).result()
+            return pool.submit(asyncio.run, coro).result()
 
     def _arrival_offsets(self, n: int) -> list[float]:
         rate = self.options.request_rate
@@ -738,12 +775,13 @@ class OpenAIEngine:
             offsets.append(t)
         return offsets
 
-    async def _generate_all(self, reqs: list[GenerationRequest], progress: Optional[ProgressFn]) -> list[Completion]:
+    async def _generate_all(self, reqs: list[GenerationRequest], progress: Optional[ProgressFn],
+                            offsets: Optional[list[float]] = None, concurrency: Optional[int] = None) -> list[Completion]:
         n = len(reqs)
-        conc = self.options.concurrency
+        conc = self.options.concurrency if concurrency is None else concurrency
         rt = float(self.spec.request_timeout)
         sem = asyncio.Semaphore(conc)
-        offsets = self._arrival_offsets(n)
+        offsets = self._arrival_offsets(n) if offsets is None else offsets
         results: list[Optional[Completion]] = [None] * n
         counters = {"done": 0, "tokens": 0}
         timeout = httpx.Timeout(rt, connect=min(rt, CONNECT_TIMEOUT_CAP))

@@ -17,6 +17,8 @@ BUILTIN = {
     "vllm": "pytest_engineparity.engines.vllm:VLLMEngine",
     "openai": "pytest_engineparity.engines.openai:OpenAIEngine",
     "trtllm": "pytest_engineparity.engines.trtllm:TRTLLMEngine",
+    "vllm-serve": "pytest_engineparity.engines.vllm_serve:VLLMServeEngine",
+    "trtllm-serve": "pytest_engineparity.engines.trtllm_serve:TRTLLMServeEngine",
 }
 
 
@@ -69,6 +71,15 @@ def capabilities_of(kind: str, spec: Any = None) -> Any:
     if fn is None:
         return getattr(cls, "CAPABILITIES", None) or Capabilities()
     return fn(spec)
+
+
+def load_client(spec: Any, info: Any) -> Any:
+    """A client in the calling process that sends a given schedule to this engine's server
+    (``generate_scheduled(requests, offsets, concurrency)`` and ``close()``), or None for an
+    engine that has no server to load (in-process engines: they take one batch at a time).
+    Asked of the adapter (its ``load_client`` classmethod), never decided on the kind name."""
+    fn = getattr(adapter_class(spec.kind), "load_client", None)
+    return None if fn is None else fn(spec, info)
 
 
 def fingerprint_packages() -> list:
