@@ -501,21 +501,27 @@ def _evaluate_per_run(bound: SlaBound, lat: EngineLatency, x: Sequence[float], c
     conf = f"{confidence * 100:g}%"
     ests = [float(np.quantile(np.asarray(v), bound.q)) for v in _by_run(x, lat.run_labels(bound.metric))]
     n = len(ests)
-    mean = float(np.mean(ests))
+    # run-to-run variation of a latency is multiplicative (a slow run is slower by a factor): the
+    # interval is taken on the log scale, so it stays positive however noisy the runs are
+    logs = all(e > 0 for e in ests)
+    y = [math.log(e) for e in ests] if logs else ests
+    mean = math.exp(float(np.mean(y))) if logs else float(np.mean(y))
     why = (f"the {len(x)} samples take only {len({round(float(v), 6) for v in x})} distinct value(s): requests "
            "of one batch share the engine's step clock, so each run is one measurement")
     if n < 2:
         return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, None, None, n, confidence, None, ref_val,
                          f"{bound.name}: {label} = {_fmt_s(mean)} in 1 run; bound {_fmt_s(bound.limit)}: "
                          f"inconclusive, {why}: a CI needs at least 2 runs (--parity-latency-runs=3){ref_txt}")
-    sd = float(np.std(ests, ddof=1))
+    sd = float(np.std(y, ddof=1))
 
     def interval(c: float) -> tuple[float, float]:
         half = float(st.t.ppf(1.0 - (1.0 - c) / 2.0, n - 1)) * sd / math.sqrt(n)
-        return mean - half, mean + half
+        m = float(np.mean(y))
+        return (math.exp(m - half), math.exp(m + half)) if logs else (m - half, m + half)
 
     lo, hi = interval(confidence)
-    head = (f"{bound.name}: {label} = {_fmt_s(mean)} (mean of {n} per-run {bound.stat} values, {conf} CI "
+    what = "geometric mean" if logs else "mean"
+    head = (f"{bound.name}: {label} = {_fmt_s(mean)} ({what} of {n} per-run {bound.stat} values, {conf} CI "
             f"{_fmt_s(lo)} to {_fmt_s(hi)}; {why}); bound {_fmt_s(bound.limit)}")
     if hi <= bound.limit:
         return SlaResult(bound, lat.name, lat.role, "pass", mean, lo, hi, n, confidence, None, ref_val,
@@ -524,7 +530,7 @@ def _evaluate_per_run(bound: SlaBound, lat: EngineLatency, x: Sequence[float], c
     if strict_lo > bound.limit and all(e > bound.limit for e in ests):
         return SlaResult(bound, lat.name, lat.role, "fail", mean, lo, hi, n, confidence, None, ref_val,
                          f"{head}: surely missed (the whole CI is above the bound, and every run){ref_txt}")
-    need = _runs_needed(ests, bound.limit, confidence)
+    need = _runs_needed(y, math.log(bound.limit) if logs and bound.limit > 0 else bound.limit, confidence)
     tail = (f"need about {need} runs (--parity-latency-runs={need})" if need is not None
             else "the estimate sits at the bound: more runs are unlikely to settle it")
     return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, lo, hi, n, confidence, need, ref_val,
@@ -557,18 +563,24 @@ def _evaluate_throughput(bound: SlaBound, lat: EngineLatency, confidence: float,
                          f"{bound.name}: {who} throughput = {_fmt_tok(mean)} in 1 run; bound {_fmt_tok(bound.limit)}:"
                          f" inconclusive, a confidence interval needs at least 2 runs (run-to-run spread): "
                          f"--parity-latency-runs=3{ref_txt}")
-    sd = float(np.std(per_run, ddof=1))
+    # runs differ by a factor (a run slowed by other work): the interval is taken on the log scale
+    # of the per-run throughputs, so it stays positive however noisy the runs are
+    logs = all(t > 0 for t in per_run)
+    y = [math.log(t) for t in per_run] if logs else per_run
+    sd = float(np.std(y, ddof=1))
     half = float(st.t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
-    lo, hi = mean - half, mean + half
-    head = (f"{bound.name}: {who} throughput = {_fmt_tok(mean)} (mean of {n} runs, {conf} CI "
-            f"{_fmt_tok(lo)} to {_fmt_tok(hi)}); bound {_fmt_tok(bound.limit)}")
+    m = float(np.mean(y))
+    lo, hi = (math.exp(m - half), math.exp(m + half)) if logs else (m - half, m + half)
+    mean = math.exp(m) if logs else m
+    head = (f"{bound.name}: {who} throughput = {_fmt_tok(mean)} ({'geometric ' if logs else ''}mean of {n} runs, "
+            f"{conf} CI {_fmt_tok(lo)} to {_fmt_tok(hi)}); bound {_fmt_tok(bound.limit)}")
     if lo >= bound.limit:
         return SlaResult(bound, lat.name, lat.role, "pass", mean, lo, hi, n, confidence, None, ref_val,
                          f"{head}: met with {conf} confidence{ref_txt}")
     if hi < bound.limit:
         return SlaResult(bound, lat.name, lat.role, "fail", mean, lo, hi, n, confidence, None, ref_val,
                          f"{head}: surely missed (the whole CI is below the bound){ref_txt}")
-    need = _runs_needed(per_run, bound.limit, confidence)
+    need = _runs_needed(y, math.log(bound.limit) if logs and bound.limit > 0 else bound.limit, confidence)
     tail = (f"need about {need} runs (--parity-latency-runs={need})" if need is not None
             else "the mean sits at the bound: more runs are unlikely to settle it")
     return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, lo, hi, n, confidence, need, ref_val,
