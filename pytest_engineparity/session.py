@@ -276,11 +276,16 @@ class ParitySession:
         order = list(pending)
         random.Random(self.cfg.seed + 1).shuffle(order)
         half = max(1, len(order) // 2)
-        for handle in self.handles:
+
+        def again(handle: EngineHandle) -> list[Completion]:
             outs: list[Completion] = []
             for part in (order[:half], order[half:]):
                 if part:
                     outs.extend(handle.generate(part, label="noise-floor batch"))
+            return outs
+
+        # at the same time when the engines sit on disjoint GPUs, as the suite batch
+        for handle, outs in self._both(again):
             for r, c in zip(order, outs):
                 self.self_runs[handle.role][r.key()] = c
         if self.reference is self.candidate:

@@ -58,10 +58,11 @@ def test_correct_pair_passes_the_builtin_suite(pytester):
 def test_degraded_candidate_fails_the_right_steps(pytester):
     """The same suite with a candidate whose weights carry 15 % noise: the candidate's steps fail,
     the reference's own step (stable-model) still passes. (The step files that judge the candidate's
-    outputs; the contract, rendering and compatibility files have tests of their own.)"""
+    outputs by comparison; the contract, rendering, compatibility and quality files have tests of
+    their own, the quality one with this same degraded candidate: tests/test_quality_e2e.py.)"""
     shutil.copytree(SUITES, pytester.path / "suites", ignore=shutil.ignore_patterns(
         "test_truncation_*.py", "test_rendering_parity.py", "test_compatibility.py", "test_rollback_readiness.py",
-        "test_latency_sla.py"))
+        "test_latency_sla.py", "test_quality_parity.py"))
     pytester.makefile(".toml", engines="""
         [engines.reference]
         kind = "hf"
@@ -84,4 +85,4 @@ def test_degraded_candidate_fails_the_right_steps(pytester):
     assert "suite equivalence gate failed" in out and "lower bound" in out
     assert "first divergence at token" in out and "top-5 logprobs" in out
     names = {c["name"] for c in steps["benchmark-parity"]["checks"] if c["verdict"] == "fail"}
-    assert "equivalence-rate" in names and any(n.startswith("quality:") for n in names)
+    assert "equivalence-rate" in names
