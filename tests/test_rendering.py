@@ -411,3 +411,14 @@ def test_registered_once_and_its_public_methods_reach_engine_pair_without_collis
         if other != "rendering":
             assert not mine & set(vars(family_class(other))), f"method name shared with family {other!r}"
     assert RenderingChecks.section == "rendering"
+
+
+def test_a_text_only_candidate_whose_last_recovered_id_was_learned_as_eos_is_not_an_extra_eos():
+    """trtllm-serve on a compiled engine: ids recovered from the stream's texts leave the EOS token
+    out, so '.' ends the candidate's EOS stops and is seen as its EOS id. Same text, both EOS stops:
+    the same ending, no finding (measured first against the trtllm-serve stand-in: 28 such requests)."""
+    ref = comp(tokens=(504, 3575, 30, 2), finish="stop", text="The capital.")
+    cand = comp(tokens=(504, 3575, 30), finish="stop", text="The capital.")
+    assert judge_eos(USER_Q, ref, cand, {"reference": {2}, "candidate": {2, 30}}, dec().show) is None
+    other = comp(tokens=(504, 3575, 30), finish="stop", text="The capital")
+    assert judge_eos(USER_Q, ref, other, {"reference": {2}, "candidate": {2, 30}}, dec().show) is not None

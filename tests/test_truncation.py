@@ -595,3 +595,22 @@ def test_a_breach_both_engines_share_is_a_shared_finding_not_a_failure():
     one = T.FamilyVerdict("truncation-side", "t", cases=["c"], judged=1, findings=[
         T.Finding("c", "fail", "candidate 'graphs' used the whole 41-token prompt")]).mark_shared(who)
     assert one.verdict == "fail"
+
+
+def test_a_text_only_candidate_that_ends_on_the_same_eos_is_not_taken_for_an_early_stop():
+    """trtllm-serve on a compiled engine streams no token ids: the adapter recovers them from the
+    logprob texts, and the EOS token it stopped on has no text. vLLM's ids end with that EOS id.
+    Same text, both stopped on EOS: the same ending (a note), never 'stopped after 23 tokens'."""
+    cases = [c for c in T.max_tokens_cases(CAPITAL_IDS) if c.name == "natural-eos"]
+    outs = outputs([c.request for c in cases], "vllm", "hf")
+    key = cases[0].request.key()
+    ref, cand = outs[key]
+    assert ref.finish_reason == "stop" and ref.stop_reason is None and len(ref.token_ids) >= 2
+    text_only = Completion(text=ref.text, token_ids=list(ref.token_ids[:-1]), finish_reason="stop", stop_reason=None)
+    v = T.judge_max_tokens(cases, {**outs, key: (ref, text_only)}, who("vllm", "trtllm-serve"))
+    assert v.verdict == "pass", v.message()
+    assert any("the EOS token it stopped on" in f.message for f in v.findings)
+    # a real early stop (a different text) is still named
+    early = Completion(text=ref.text[:-3], token_ids=list(ref.token_ids[:-1]), finish_reason="stop", stop_reason=None)
+    v = T.judge_max_tokens(cases, {**outs, key: (ref, early)}, who("vllm", "trtllm-serve"))
+    assert v.verdict == "fail"

@@ -579,6 +579,11 @@ def judge_eos(req: GenerationRequest, ref: Completion, cand: Completion, eos: Ma
     if req.ignore_eos or not (ref.ok and cand.ok):
         return None
     r, c = [int(t) for t in ref.token_ids], [int(t) for t in cand.token_ids]
+    if _eos_stop(ref) and _eos_stop(cand) and ref.text == cand.text and abs(len(r) - len(c)) == 1 \
+            and (r[:-1] == c or c[:-1] == r):
+        # both stopped on EOS with the same text; one side's ids include the EOS token, the other's
+        # (a text-only stream, ids recovered from its text) cannot: the same ending
+        return None
     if _eos_stop(ref) and len(c) > len(r) and c[:len(r)] == r and r[-1] in eos["reference"]:
         t = r[-1]
         return EosFinding(req.label(), "not-honoured", t, len(r) - 1,

@@ -284,6 +284,16 @@ def _fork(case: Case, ref: Completion, cand: Completion, upto: Optional[int] = N
     return None
 
 
+def _same_eos_stop(ref: Completion, cand: Completion) -> bool:
+    """Both engines stopped on EOS with the same text, and their token ids differ only by one
+    trailing id: the EOS token, which an engine that returns ids reports and a text-only stream
+    (ids recovered from its text or logprob texts) cannot. The same ending, not a difference."""
+    a, b = list(ref.token_ids or []), list(cand.token_ids or [])
+    return (ref.finish_reason == cand.finish_reason == "stop" and ref.stop_reason is None
+            and cand.stop_reason is None and ref.text == cand.text and abs(len(a) - len(b)) == 1
+            and (a[:-1] == b or b[:-1] == a))
+
+
 def _cross_ends(case: Case, ref: Completion, cand: Completion, who: Optional[Who], what: str = "") -> list[Finding]:
     """Compare where and how two answers ended: identical tokens need the same finish; one output
     a strict prefix of the other means one engine stopped where the other went on."""
@@ -304,6 +314,10 @@ def _cross_ends(case: Case, ref: Completion, cand: Completion, who: Optional[Who
     fork = _fork(case, ref, cand)
     if fork is not None:
         return [fork]
+    if _same_eos_stop(ref, cand):
+        return [Finding(case.name, "note", f"both ended on EOS with the same text; one engine's token ids include "
+                                           f"the EOS token it stopped on ({len(a)} vs {len(b)} ids), the other's do "
+                                           "not (a text-only stream)")]
     shorter, longer = ("reference", "candidate") if len(a) < len(b) else ("candidate", "reference")
     cs, cl = (ref, cand) if shorter == "reference" else (cand, ref)
     return [Finding(case.name, "fail", f"{_who(who, shorter)} stopped after {_n(cs)} tokens{what} (finish_reason "
