@@ -38,6 +38,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..runtime.files import process_tree
 from ..types import Completion, EngineInfo, GenerationRequest
 from .base import EngineSpec, ProgressFn
 
@@ -79,24 +80,6 @@ def cli_flags(args: dict, dashes: bool = True) -> list[str]:
         else:
             out += [flag, str(value)]
     return out
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every live descendant (Linux ``/proc``; just ``[pid]`` elsewhere)."""
-    seen: list[int] = []
-    todo = [pid]
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.append(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return seen
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Union
 
-__all__ = ["atomic_write_text", "file_mode", "read_json_object"]
+__all__ = ["atomic_write_text", "file_mode", "read_json_object", "process_tree"]
 
 
 def file_mode(p: Path) -> int:
@@ -67,3 +67,21 @@ def read_json_object(path: Path, error: Callable[[Path, str], Exception], corrup
     if not isinstance(doc, dict):
         raise error(path, f"must hold a JSON object, found {type(doc).__name__}")
     return doc
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live descendant (Linux ``/proc``; just ``[pid]`` elsewhere)."""
+    seen: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return seen

@@ -4,28 +4,12 @@ processes), read from NVML on the pytest side. No NVML, no GPU, or a process NVM
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import Optional
 
+from .files import process_tree
+
 __all__ = ["process_tree", "gpu_memory_bytes"]
-
-
-def process_tree(pid: int) -> set[int]:
-    """``pid`` and all its descendants (from /proc)."""
-    pids, todo = set(), [pid]
-    while todo:
-        p = todo.pop()
-        if p in pids:
-            continue
-        pids.add(p)
-        try:
-            for tid in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{tid}/children") as f:
-                    todo.extend(int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            pass
-    return pids
 
 
 _NVML_OK: list = []  # [] untried, [False] no NVML here
@@ -45,7 +29,7 @@ def gpu_memory_bytes(pid: Optional[int]) -> Optional[int]:
         _NVML_OK[:] = [False]
         return None
     try:
-        pids = process_tree(pid)
+        pids = set(process_tree(pid))
         total, seen = 0, False
         for i in range(int(pynvml.nvmlDeviceGetCount())):
             h = pynvml.nvmlDeviceGetHandleByIndex(i)
