@@ -135,7 +135,7 @@ class EngineHandle:
             raise
         wall = time.perf_counter() - t0
         self.batches.append({"label": label, "requests": len(requests), "wall_s": wall,
-                             "output_tokens": sum(len(c.token_ids) for c in out)})
+                             "output_tokens": sum(c.output_token_count or 0 for c in out)})
         return out
 
     def close(self) -> None:

@@ -235,6 +235,11 @@ class Completion:
     logprobs: Optional[list] = None  # list[TokenLogprobs], one per output token
     prompt_token_count: Optional[int] = None
     prompt_token_ids: Optional[list] = None  # the prompt token ids the engine used, where it says
+    # where token_ids come from: "engine" (the engine's own ids), "recovered" (mapped back from the
+    # per-token texts of a stream that carried no ids: the EOS / special tokens with no text are
+    # missing and counts around text-level stops differ) or "none" (token_ids left empty)
+    token_ids_source: str = "engine"
+    completion_token_count: Optional[int] = None  # the engine's own count (e.g. usage.completion_tokens)
     error: Optional[str] = None  # engine's own message when it rejected the request
     error_type: Optional[str] = None  # e.g. "ValueError", "http_400", "timeout"
     timings: Timings = field(default_factory=Timings)
@@ -254,6 +259,8 @@ class Completion:
             "logprobs": [lp.to_dict() for lp in self.logprobs] if self.logprobs is not None else None,
             "prompt_token_count": self.prompt_token_count,
             "prompt_token_ids": list(self.prompt_token_ids) if self.prompt_token_ids is not None else None,
+            "token_ids_source": self.token_ids_source,
+            "completion_token_count": self.completion_token_count,
             "error": self.error,
             "error_type": self.error_type,
             "timings": self.timings.to_dict(),
@@ -272,11 +279,23 @@ class Completion:
             logprobs=[TokenLogprobs.from_dict(x) for x in lps] if lps is not None else None,
             prompt_token_count=d.get("prompt_token_count"),
             prompt_token_ids=list(d["prompt_token_ids"]) if d.get("prompt_token_ids") is not None else None,
+            token_ids_source=d.get("token_ids_source") or "engine",
+            completion_token_count=d.get("completion_token_count"),
             error=d.get("error"),
             error_type=d.get("error_type"),
             timings=Timings.from_dict(d.get("timings") or {}),
             warnings=list(d.get("warnings") or []),
         )
+
+    @property
+    def output_token_count(self) -> Optional[int]:
+        """How many tokens the engine generated: its own ids where it returned them, else its own
+        count (usage), else the recovered ids' count where there are any; None when uncountable."""
+        if self.token_ids_source == "engine":
+            return len(self.token_ids)
+        if isinstance(self.completion_token_count, int):
+            return self.completion_token_count
+        return len(self.token_ids) if self.token_ids else None
 
     @classmethod
     def failed(cls, message: str, error_type: str, prompt_token_count: Optional[int] = None) -> "Completion":

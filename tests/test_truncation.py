@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from pytest_engineparity.checks import truncation as T
-from pytest_engineparity.engines.base import EngineSpec, EngineSpecError
+from pytest_engineparity.engines.base import Capabilities, EngineSpec, EngineSpecError
 from pytest_engineparity.engines.hf import HFEngine
 from pytest_engineparity.types import Completion, EngineInfo, EngineLimits, GenerationRequest
 
@@ -614,3 +614,141 @@ def test_a_text_only_candidate_that_ends_on_the_same_eos_is_not_taken_for_an_ear
     early = Completion(text=ref.text[:-3], token_ids=list(ref.token_ids[:-1]), finish_reason="stop", stop_reason=None)
     v = T.judge_max_tokens(cases, {**outs, key: (ref, early)}, who("vllm", "trtllm-serve"))
     assert v.verdict == "fail"
+
+
+# -- documented differences and text-only candidates (issue 16) -----------------------------------
+
+TRT_CAPS = {"reference": Capabilities(source="declared"),
+            "candidate": Capabilities(truncate_prompt_tokens_ids=False, min_tokens_holds_stops=False,
+                                      overlength_max_tokens="either", source="tensorrt_llm 1.2.1 (engine directory)")}
+
+
+def test_a_documented_truncation_difference_is_a_warning_an_undocumented_one_fails():
+    cases = side_plan()
+    ignored = rec("untruncated", "vllm")  # the whole 41-token prompt was used
+    out = outputs([c.request for c in cases], "vllm", "vllm", **{"truncate-token-ids": ignored})
+    v = T.judge_truncate_side(cases, out, who("vllm", "trt"), TRT_CAPS)
+    assert v.verdict == "warn" and v.failing_cases() == []
+    (msg,) = messages(v, "warn")["truncate-token-ids"]
+    assert msg.startswith("documented difference: candidate 'trt' ignores truncate_prompt_tokens=18 on a 41-token "
+                          "token-id prompt: it uses token-id prompts whole (truncate_prompt_tokens applies to text "
+                          "prompts only), as its engine is documented to (tensorrt_llm 1.2.1 (engine directory)); "
+                          "reference 'vllm' keeps the last k tokens")
+    # the same behaviour where nothing documents it (a generic server), or on a text prompt: a failure
+    assert T.judge_truncate_side(cases, out, who("vllm", "trt")).failing_cases() == ["truncate-token-ids"]
+    text_ignored = outputs([c.request for c in cases], "vllm", "vllm", **{"truncate-text": ignored})
+    assert T.judge_truncate_side(cases, text_ignored, who("vllm", "trt"), TRT_CAPS).failing_cases() == ["truncate-text"]
+
+
+def test_refusing_max_tokens_beyond_the_room_is_documented_for_a_compiled_engine_only_as_an_overlength_error():
+    refusal = Completion.failed("The sum of prompt length (2044.0) and query length (0) max_tokens (16) should not "
+                                "exceed max_seq_len (2048)", "http_400")
+    cases, _ = T.overlength_cases(LIMITS_2048, LIMITS_2048, FILLER_IDS)
+    limits = {"reference": LIMITS_2048, "candidate": LIMITS_2048}
+
+    def judge(c: Completion, caps: Any) -> T.FamilyVerdict:
+        out = outputs([x.request for x in cases], "vllm", "vllm", **{"max-tokens-beyond-room": c})
+        return T.judge_overlength(cases, out, who("vllm", "trt"), limits, caps)
+
+    v = judge(refusal, TRT_CAPS)
+    assert v.failing_cases() == []
+    (msg,) = messages(v, "warn")["max-tokens-beyond-room"]
+    assert msg.startswith("documented difference: candidate 'trt' refuses max_tokens=16 after a 2044-token prompt")
+    assert msg.endswith("a client that sends max_tokens beyond the room left gets an error after the migration")
+    assert judge(refusal, None).failing_cases() == ["max-tokens-beyond-room"]  # not documented: a failure
+    crash = Completion.failed("engine died", "http_500")
+    assert judge(crash, TRT_CAPS).failing_cases() == ["max-tokens-beyond-room"]  # not an over-length refusal
+
+
+def test_min_tokens_that_does_not_hold_a_stop_token_back_is_documented_for_tensorrt_llm():
+    cases = [c for c in eos_plan() if c.name == "min-tokens-stop-token-id"]
+    (case,) = cases
+    i = case.meta["stop_token_position"]
+    probe = rec("probe-eos", "vllm")
+    early = Completion(text="".join(probe.token_texts[:i + 1]), token_ids=probe.token_ids[:i + 1],
+                       token_texts=probe.token_texts[:i + 1], finish_reason="stop", stop_reason=probe.token_ids[i])
+    out = outputs(eos_requests(cases), "vllm", "vllm", **{"min-tokens-stop-token-id": early})
+    v = T.judge_eos(cases, out, who("vllm", "trt"), TRT_CAPS)
+    assert v.failing_cases() == []
+    (msg,) = messages(v, "warn")["min-tokens-stop-token-id"]
+    assert msg.startswith(f"documented difference: candidate 'trt' ends on the stop {probe.token_ids[i]} after {i + 1} "
+                          f"tokens although min_tokens={i + 2}: it holds back only EOS under min_tokens")
+    assert T.judge_eos(cases, out, who("vllm", "bad")).failing_cases() == ["min-tokens-stop-token-id"]
+
+
+def test_a_text_only_candidate_is_counted_by_its_usage_and_never_failed_for_lengths_it_cannot_show():
+    cases = [c for c in eos_plan() if c.name == "ignore-eos"]
+    (case,) = cases
+    m = case.request.max_tokens
+    ref = rec("ignore-eos", "vllm")
+    # a text-only stream: special tokens have no text, so no ids can be recovered; usage counts them
+    counted = Completion(text=ref.text, token_ids=[], token_ids_source="none", completion_token_count=m,
+                         finish_reason="length")
+    v = T.judge_eos(cases, outputs(eos_requests(cases), "vllm", "vllm", **{"ignore-eos": counted}), who("vllm", "trt"))
+    assert "ignore-eos" not in messages(v)
+    short = Completion(text=ref.text, token_ids=[], token_ids_source="none", completion_token_count=m - 3,
+                       finish_reason="length")
+    bad = T.judge_eos(cases, outputs(eos_requests(cases), "vllm", "vllm", **{"ignore-eos": short}), who("vllm", "trt"))
+    assert bad.failing_cases() == ["ignore-eos"]
+    blind = Completion(text=ref.text, token_ids=[], token_ids_source="none", finish_reason="length")
+    nb = T.judge_eos(cases, outputs(eos_requests(cases), "vllm", "vllm", **{"ignore-eos": blind}), who("vllm", "trt"))
+    assert "ignore-eos" not in messages(nb)
+    assert messages(nb, "note")["ignore-eos"] == ["candidate 'trt' returned no token ids and no token count; lengths "
+                                                  "not checked"]
+
+
+def test_recovered_ids_do_not_judge_the_kept_token_count_at_a_stop_string():
+    cases = [c for c in stop_plan() if c.kind and isinstance(c.request.stop, tuple) and c.request.stop]
+    case = cases[0]
+    out = outputs(stop_requests(cases), "vllm", "vllm")
+    ref = out[case.request.key()][0]
+    # the text is right; the recovered ids carry one token more (a text-level stop cut mid-token)
+    probe = out[case.probe.key()][1]
+    assert list(probe.token_ids[:len(ref.token_ids)]) == list(ref.token_ids)
+    cand = Completion(text=ref.text, token_ids=list(probe.token_ids[:len(ref.token_ids) + 1]), token_ids_source="recovered",
+                      finish_reason=ref.finish_reason, stop_reason=ref.stop_reason)
+    out[case.request.key()] = (ref, cand)
+    v = T.judge_stop([case], out, who("vllm", "trt"))
+    assert not any("kept" in m for ms in messages(v).values() for m in ms)
+    cand.token_ids_source = "engine"  # the engine's own ids: the count is the contract
+    assert any("kept" in m for ms in messages(T.judge_stop([case], out, who("vllm", "trt"))).values() for m in ms)
+
+
+def test_a_prompt_whose_max_tokens_overflows_a_compiled_engines_context_is_a_documented_refusal():
+    refusal = Completion.failed("The sum of prompt length (2047.0) and query length (0) max_tokens (2) should not "
+                                "exceed max_seq_len (2048)", "http_400")
+    cases, _ = T.overlength_cases(LIMITS_2048, LIMITS_2048, FILLER_IDS)
+    limits = {"reference": LIMITS_2048, "candidate": LIMITS_2048}
+    out = outputs([c.request for c in cases], "vllm", "vllm", **{"prompt-2047": refusal})
+    v = T.judge_overlength(cases, out, who("vllm", "trt"), limits, TRT_CAPS)
+    assert v.failing_cases() == []
+    (msg,) = messages(v, "warn")["prompt-2047"]
+    assert msg.startswith("documented difference: candidate 'trt' rejects a 2047-token prompt with max_tokens=2 "
+                          "(together over its context length 2048)")
+    assert T.judge_overlength(cases, out, who("vllm", "trt"), limits).failing_cases() == ["prompt-2047"]
+    # where the prompt and its max_tokens fit the refusing engine's context, it is a real limit difference
+    roomy = {"reference": LIMITS_2048, "candidate": EngineLimits(max_model_len=4096, max_input_len=4096)}
+    assert T.judge_overlength(cases, out, who("vllm", "trt"), roomy, TRT_CAPS).failing_cases() == ["prompt-2047"]
+
+
+def test_the_streamed_start_of_a_multi_token_stop_string_is_a_documented_tensorrt_llm_difference():
+    from pytest_engineparity.engines.base import STOP_TOKEN_IDS_AND_TEXT
+
+    caps = {**TRT_CAPS, "candidate": TRT_CAPS["candidate"].replace(stop_strings=STOP_TOKEN_IDS_AND_TEXT)}
+    cases = [c for c in stop_plan() if c.name == "stop-multi-token"]
+    (case,) = cases
+    out = outputs(stop_requests(cases), "vllm", "vllm")
+    ref = out[case.request.key()][0]
+    stop = case.request.stop[0]
+    leaked = Completion(text=ref.text + stop[:-3], token_ids=[], token_ids_source="none", completion_token_count=None,
+                        finish_reason="stop", stop_reason=stop)
+    out[case.request.key()] = (ref, leaked)
+    v = T.judge_stop(cases, out, who("vllm", "trt"), caps)
+    assert v.failing_cases() == [] and v.verdict == "warn"
+    (msg,) = messages(v, "warn")["stop-multi-token"]
+    assert msg.startswith(f"documented difference: candidate 'trt' streamed {stop[:-3]!r}, the start of the stop "
+                          f"string {stop!r}, before the stop completed")
+    # an engine without that documented behaviour, or text that is not the stop string's start: a failure
+    assert T.judge_stop(cases, out, who("vllm", "trt"), TRT_CAPS).failing_cases() == ["stop-multi-token"]
+    leaked.text = ref.text + "xyz"
+    assert T.judge_stop(cases, out, who("vllm", "trt"), caps).failing_cases() == ["stop-multi-token"]

@@ -115,7 +115,7 @@ class RequestSample:
         if not c.ok:
             return cls(ok=False, run=run, source=t.source, error=c.error)
         times = [float(x) for x in (t.token_times or [])]
-        n_out = len(c.token_ids) or len(times)
+        n_out = c.output_token_count or len(times)
         ttft = t.ttft if t.ttft is not None else (times[0] if times else None)
         e2e = t.e2e if t.e2e is not None else (times[-1] if times else None)
         return cls(ok=True, ttft=_opt(ttft), tpot=_opt(t.tpot), e2e=_opt(e2e), itl=[float(g) for g in t.itl],

@@ -227,7 +227,7 @@ def sample_from_completion(c: Completion, run: int = 0) -> RequestSample:
     if not c.ok:
         return RequestSample(ok=False, run=run, source=t.source, error=c.error)
     times = [float(x) for x in (t.token_times or [])]
-    n_out = len(c.token_ids) or len(times)
+    n_out = c.output_token_count or len(times)
     ttft = t.ttft if t.ttft is not None else (times[0] if times else None)
     e2e = t.e2e if t.e2e is not None else (times[-1] if times else None)
     chunks = [b - a for a, b in zip(times, times[1:]) if b > a]  # tokens of one chunk share its time
@@ -247,7 +247,7 @@ def length_check(requests: Sequence[GenerationRequest], outs: Sequence[Completio
     for i, (r, c, f) in enumerate(zip(requests, outs, fixed)):
         if not c.ok:
             continue
-        n = len(c.token_ids) or len(c.timings.token_times or ())
+        n = c.output_token_count or len(c.timings.token_times or ())
         produced.append(n)
         if f and n != r.max_tokens:
             wrong.append({"index": i, "asked": r.max_tokens, "produced": n})

@@ -636,7 +636,8 @@ class TerminationStats:
 
 def termination_stats(pairs: Sequence[tuple[Completion, Completion]], alpha_fail: float = 0.005,
                       confidence: float = 0.95, max_stop_rate_difference: float = 0.10,
-                      max_length_ratio: float = 1.10, seed: int = 0, resamples: int = 2000) -> TerminationStats:
+                      max_length_ratio: float = 1.10, seed: int = 0, resamples: int = 2000,
+                      length: Optional[Callable[[str, Completion], Optional[int]]] = None) -> TerminationStats:
     """Paired termination statistics over requests both engines answered.
 
     Finish: exact two-sided McNemar on "stopped" vs "ran to max_tokens" (requests that ended one of
@@ -672,7 +673,12 @@ def termination_stats(pairs: Sequence[tuple[Completion, Completion]], alpha_fail
             f_verdict = INCONCLUSIVE
             needs = [v.items_needed for v in (down, up) if v.verdict != "equivalent" and v.items_needed]
             needed = max(needs) if needs else None
-    lens = [(len(r.token_ids), len(c.token_ids)) for r, c in pairs if r.ok and c.ok]
+    # each engine's own count (ids, else usage): a text-only stream's recovered ids lack the EOS;
+    # ``length(role, completion)`` may normalise it (the caller strips a trailing EOS id)
+    size = length or (lambda _role, x: x.output_token_count)
+    lens = [(size("reference", r), size("candidate", c)) for r, c in pairs if r.ok and c.ok]
+    uncounted = sum(1 for a, b in lens if a is None or b is None)
+    lens = [(a, b) for a, b in lens if a is not None and b is not None]
     m = len(lens)
     ratio = ci = None
     p_w = 1.0
@@ -718,7 +724,11 @@ def termination_stats(pairs: Sequence[tuple[Completion, Completion]], alpha_fail
                      f"Wilcoxon p={p_w:.3g}) -> {l_verdict}"
                      + (f" (need about {l_needed} requests)" if l_needed else ""))
     else:
-        parts.append("length: no request answered by both engines")
+        parts.append("length: no request answered by both engines" if not uncounted else
+                     f"length: not compared: {uncounted} answered request(s) have no countable output length (no "
+                     "token ids and no usage counts)")
+    if m and uncounted:
+        parts[-1] += f" ({uncounted} answered request(s) without a countable length left out)"
     return TerminationStats(
         n_finish=n, ref_stopped=sum(r for r, _ in fin), cand_stopped=sum(c for _, c in fin), b=b, c=cc,
         mcnemar_p=p_mc, finish_verdict=f_verdict, finish_needed=needed, n_length=m, ref_mean_length=rmean,
@@ -733,8 +743,8 @@ def _distribution(comps: Iterable[Completion]) -> dict[str, Any]:
     for c in comps:
         key = str(c.finish_reason) if c.ok else "error"
         finish[key] = finish.get(key, 0) + 1
-        if c.ok:
-            lengths.append(len(c.token_ids))
+        if c.ok and c.output_token_count is not None:
+            lengths.append(c.output_token_count)
     lengths.sort()
     return {"finish_reason": finish, "n": len(lengths),
             "mean_length": sum(lengths) / len(lengths) if lengths else None,
@@ -974,9 +984,18 @@ class RenderingChecks:
                                     "detail": f"special token(s) {', '.join(toks)} in the output text of {who}"})
         margin = (1.0 - float(ctx.cfg.min_equivalence)) if max_stop_rate_difference is None else max_stop_rate_difference
         alpha = float(ctx.cfg.alpha_per_decision)
+        def content_length(role: str, c: Completion) -> Optional[int]:
+            """Output tokens without the EOS id an engine lists after stopping on it (vLLM does,
+            TensorRT-LLM and a text-only stream do not): the same answer, the same length."""
+            n = c.output_token_count
+            if n and c.token_ids_source == "engine" and _eos_stop(c) and int(c.token_ids[-1]) in known[role]:
+                return n - 1
+            return n
+
         stats = termination_stats([(r, c) for q, r, c in rows if not q.ignore_eos], alpha_fail=alpha,
                                   confidence=float(ctx.cfg.confidence), max_stop_rate_difference=margin,
-                                  max_length_ratio=max_length_ratio, seed=int(getattr(ctx.cfg, "seed", 0) or 0))
+                                  max_length_ratio=max_length_ratio, seed=int(getattr(ctx.cfg, "seed", 0) or 0),
+                                  length=content_length)
         declared = [eos_sets[r]["declared"] for r in ROLES]
         eos_warn = None not in declared and set(declared[0]) != set(declared[1])
         verdicts = [stats.verdict] + [FAIL for _ in findings] + [f["verdict"] for f in sp_findings]
@@ -1022,7 +1041,7 @@ class RenderingChecks:
         declared = (getattr(info, "details", None) or {}).get("eos_token_ids")
         ends: dict[int, int] = {}
         for q, c in rows:
-            if _eos_stop(c) and not q.stop:
+            if _eos_stop(c) and not q.stop and c.token_ids_source == "engine":  # recovered ids lack the EOS
                 t = int(c.token_ids[-1])
                 ends[t] = ends.get(t, 0) + 1
 

@@ -67,6 +67,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
 from .compare import first_divergence
+from ..engines.base import STOP_TOKEN_IDS_AND_TEXT
 from ..errors import ParityMismatch, RemoteError
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest
 
@@ -94,6 +95,7 @@ ROLES = ("reference", "candidate")
 Pair = tuple  # (reference Completion, candidate Completion)
 Outputs = Mapping[str, Pair]  # GenerationRequest.key() -> (reference, candidate)
 Who = Mapping[str, str]  # role -> "reference 'vllm'"
+Caps = Mapping[str, Any]  # role -> the engine's effective Capabilities (engines/base.py)
 
 _DEFAULT_WHO = {"reference": "reference", "candidate": "candidate"}
 
@@ -227,12 +229,64 @@ class FamilyVerdict:
 # helpers on completions
 
 
+def _other(role: str) -> str:
+    return "candidate" if role == "reference" else "reference"
+
+
 def _who(who: Optional[Who], role: str) -> str:
     return (who or _DEFAULT_WHO).get(role, role)
 
 
+# behaviours an engine's adapter documents (Capabilities fields, from the engine's source: see
+# engines/data/trtllm-*.json) -> what a client sees, for the "documented difference" finding
+_DOCUMENTED = {
+    "truncate_prompt_tokens_ids": (False, "uses token-id prompts whole (truncate_prompt_tokens applies to text "
+                                          "prompts only)"),
+    "truncate_prompt_tokens_text": (False, "accepts truncate_prompt_tokens and does not apply it"),
+    "min_tokens_holds_stops": (False, "holds back only EOS under min_tokens (a stop token id or stop string can "
+                                      "end the output earlier)"),
+    "overlength_max_tokens": (("refuse", "either"), "refuses a request whose prompt + max_tokens exceeds the "
+                                                    "context length (it does not clamp max_tokens)"),
+    "stop_strings": (STOP_TOKEN_IDS_AND_TEXT, "cuts a stop string out of the detokenized text once it completes, "
+                                              "after its first tokens were already streamed (a streamed response keeps "
+                                              "them; a non-streamed one gets the cut text)"),
+}
+
+
+def _documented(caps: Optional[Caps], role: str, field_name: str) -> Optional[str]:
+    """The words for a behaviour ``role``'s engine is documented to have (its capability
+    ``field_name`` says so), with where that comes from; None when it is not documented."""
+    c = (caps or {}).get(role)
+    if c is None or field_name not in _DOCUMENTED:
+        return None
+    want, words = _DOCUMENTED[field_name]
+    value = getattr(c, field_name, None)
+    if value != want and not (isinstance(want, tuple) and value in want):
+        return None
+    return f"{words}, as its engine is documented to ({getattr(c, 'source', 'declared')})"
+
+
+def _documented_finding(case: Case, role: str, what: str, other: str, consequence: str, doc: str,
+                        who: Optional[Who]) -> Finding:
+    """A difference the engine of ``role`` is documented to have: a ``warn`` (a migration finding
+    that changes what clients see), not a defect of this build."""
+    return Finding(case.name, "warn", f"documented difference: {_who(who, role)} {what}: it {doc}; "
+                                      f"{_who(who, other)} {consequence}")
+
+
 def _n(c: Completion) -> int:
-    return len(c.token_ids or [])
+    """Output length as the engine counts it: its own ids, else its usage count, else the ids
+    recovered from a text-only stream (see ``_uncounted`` for "cannot count")."""
+    n = c.output_token_count
+    return len(c.token_ids or []) if n is None else n
+
+
+def _uncounted(case: Case, role: str, c: Completion, who: Optional[Who]) -> Optional[Finding]:
+    """A note (not judged) when ``c``'s output length cannot be counted: no ids, no usage."""
+    if c.ok and c.output_token_count is None and c.text:
+        return Finding(case.name, "note", f"{_who(who, role)} returned no token ids and no token count; "
+                                          "lengths not checked")
+    return None
 
 
 def _short(text: str, width: int = 48) -> str:
@@ -274,6 +328,11 @@ def _describe(c: Completion) -> str:
 
 def _fork(case: Case, ref: Completion, cand: Completion, upto: Optional[int] = None) -> Optional[Finding]:
     """A note when the two engines' outputs differ before position ``upto`` (a fork, not judged)."""
+    if ref.token_ids_source != "engine" or cand.token_ids_source != "engine":
+        at = _text_fork(ref, cand)
+        return None if at is None else Finding(case.name, "note", f"the engines' texts fork at character {at} (both "
+                                                                  "answers are the model's; the contract is judged "
+                                                                  "per engine only)")
     d = first_divergence(ref.token_ids or [], cand.token_ids or [])
     if d is None:
         return None
@@ -294,13 +353,46 @@ def _same_eos_stop(ref: Completion, cand: Completion) -> bool:
             and (a[:-1] == b or b[:-1] == a))
 
 
+def _text_fork(ref: Completion, cand: Completion) -> Optional[int]:
+    """The character where two texts part, when neither is a prefix of the other (else None)."""
+    x, y = ref.text, cand.text
+    if x.startswith(y) or y.startswith(x):
+        return None
+    return next(i for i, (p, q) in enumerate(zip(x, y)) if p != q)
+
+
+def _cross_ends_text(case: Case, ref: Completion, cand: Completion, who: Optional[Who], what: str = "") -> list[Finding]:
+    """``_cross_ends`` where a side has no ids of its own (a text-only stream): judged on the
+    texts, lengths from each engine's own count; the EOS id such a stream cannot show is no
+    difference."""
+    wr, wc = _who(who, "reference"), _who(who, "candidate")
+    if ref.text == cand.text:
+        if ref.finish_reason != cand.finish_reason or (ref.stop_reason is None) != (cand.stop_reason is None):
+            return [Finding(case.name, "fail", f"same text{what} but {wr} reports finish_reason {ref.finish_reason!r} / "
+                                               f"stop_reason {ref.stop_reason!r}, {wc} {cand.finish_reason!r} / "
+                                               f"{cand.stop_reason!r}")]
+        return []
+    at = _text_fork(ref, cand)
+    if at is not None:
+        return [Finding(case.name, "note", f"the engines' texts fork at character {at} (both answers are the model's; "
+                                           "the contract is judged per engine only)")]
+    shorter, longer = ("reference", "candidate") if len(ref.text) < len(cand.text) else ("candidate", "reference")
+    cs, cl = (ref, cand) if shorter == "reference" else (cand, ref)
+    if cs.finish_reason == cl.finish_reason == "length":
+        return [Finding(case.name, "note", f"{_who(who, shorter)}'s text is a prefix of {_who(who, longer)}'s, both "
+                                           "ran to max_tokens (token boundaries of a text-only stream differ)")]
+    return [Finding(case.name, "fail", f"{_who(who, shorter)} stopped after {len(cs.text)} characters{what} "
+                                       f"(finish_reason {cs.finish_reason!r}, stop_reason {cs.stop_reason!r}); "
+                                       f"{_who(who, longer)} wrote the same text and went on to {len(cl.text)} "
+                                       f"(finish_reason {cl.finish_reason!r}, stop_reason {cl.stop_reason!r})")]
+
+
 def _cross_ends(case: Case, ref: Completion, cand: Completion, who: Optional[Who], what: str = "") -> list[Finding]:
     """Compare where and how two answers ended: identical tokens need the same finish; one output
     a strict prefix of the other means one engine stopped where the other went on."""
     a, b = list(ref.token_ids or []), list(cand.token_ids or [])
-    if not a and not b and ref.text != cand.text:
-        return [Finding(case.name, "fail", f"no token ids; texts differ: {_who(who, 'reference')} "
-                                           f"{_short(ref.text)}, {_who(who, 'candidate')} {_short(cand.text)}")]
+    if ref.token_ids_source != "engine" or cand.token_ids_source != "engine":
+        return _cross_ends_text(case, ref, cand, who, what)
     if a == b:
         if (ref.finish_reason, ref.stop_reason) != (cand.finish_reason, cand.stop_reason):
             return [Finding(case.name, "fail", f"same {len(a)} tokens{what} but {_who(who, 'reference')} reports "
@@ -666,9 +758,9 @@ def _length_contract(case: Case, role: str, c: Completion, who: Optional[Who]) -
     w = _who(who, role)
     req = case.request
     m = req.max_tokens
-    if not c.token_ids:
-        if c.text:
-            return [Finding(case.name, "note", f"{w} returned no token ids; lengths not checked")]
+    blind = _uncounted(case, role, c, who)
+    if blind:
+        return [blind]
     n = _n(c)
     out = []
     if n > m:
@@ -744,7 +836,8 @@ def _stop_options(req: GenerationRequest, probe: Completion) -> Optional[list[_S
     return [f[3] for f in found if f[1] == first_end]
 
 
-def _stop_contract(case: Case, role: str, c: Completion, probe: Completion, who: Optional[Who]) -> list[Finding]:
+def _stop_contract(case: Case, role: str, c: Completion, probe: Completion, who: Optional[Who],
+                   caps: Optional[Caps] = None) -> list[Finding]:
     """One engine's stop behaviour against its own unconstrained output."""
     bad = _rejected(case, role, c, who)
     if bad:
@@ -787,7 +880,16 @@ def _stop_contract(case: Case, role: str, c: Completion, probe: Completion, who:
     if chosen.text is not None and c.text != chosen.text:
         incl = req.include_stop_str_in_output
         kind = "stop string" if isinstance(chosen.reason, str) else "stop token's text"
-        if c.text == chosen.other_text:
+        extra = c.text[len(chosen.text):] if c.text.startswith(chosen.text) else ""
+        doc = _documented(caps, role, "stop_strings")
+        if (doc is not None and extra and isinstance(chosen.reason, str) and not incl
+                and chosen.reason.startswith(extra) and extra != chosen.reason):
+            out.append(_documented_finding(case, role, f"streamed {extra!r}, the start of the stop string "
+                                                       f"{chosen.reason!r}, before the stop completed (text ends "
+                                                       f"{_tail(c.text)})", _other(role),
+                                           "holds back text that may start a stop string: streaming clients see the "
+                                           "start of multi-token stop strings after the migration", doc, who))
+        elif c.text == chosen.other_text:
             if incl:
                 msg = f"drops the {kind} {chosen.reason!r} from the text although include_stop_str_in_output=True"
             else:
@@ -798,19 +900,24 @@ def _stop_contract(case: Case, role: str, c: Completion, probe: Completion, who:
             out.append(Finding(case.name, "fail", f"{w} cut the text at char {len(c.text)} (ends {_tail(c.text)}), "
                                                   f"expected char {len(chosen.text)} (ends {_tail(chosen.text)}) for "
                                                   f"the stop {chosen.reason!r}"))
-    if chosen.token is not None and ids and len(ids) != chosen.token + 1:
+    # the kept-token count is judged on the engine's own ids only: ids recovered from a text-only
+    # stream follow its text, and an engine that matches stop strings in the text (TensorRT-LLM
+    # from 1.0) cuts the text without trimming its ids; the text above is the contract there
+    if chosen.token is not None and ids and c.token_ids_source == "engine" and len(ids) != chosen.token + 1:
         out.append(Finding(case.name, "fail", f"{w} kept {len(ids)} tokens, expected {chosen.token + 1} (the stop "
                                               f"{chosen.reason!r} completes in token {chosen.token})"))
     return out
 
 
-def judge_stop(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None) -> FamilyVerdict:
+def judge_stop(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None,
+               caps: Optional[Caps] = None) -> FamilyVerdict:
     v = FamilyVerdict(CHECK_STOP, "stop strings and stop token ids", [c.name for c in cases])
     for case in cases:
         ref, cand = outputs[case.request.key()]
         assert case.probe is not None
         pref, pcand = outputs[case.probe.key()]
-        fs = _stop_contract(case, "reference", ref, pref, who) + _stop_contract(case, "candidate", cand, pcand, who)
+        fs = (_stop_contract(case, "reference", ref, pref, who, caps)
+              + _stop_contract(case, "candidate", cand, pcand, who, caps))
         if any(f.severity == "fail" for f in fs) or not (ref.ok and cand.ok):
             v.findings += fs
             continue
@@ -820,6 +927,9 @@ def judge_stop(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = Non
             v.findings += fs + ([fork] if fork else [])
             continue
         v.judged += 1
+        if any(f.severity == "warn" for f in fs):  # a documented difference explains the texts' difference
+            v.findings += fs
+            continue
         tie = case.meta.get("tie")
         if tie and ref.stop_reason != cand.stop_reason and ref.stop_reason in tie and cand.stop_reason in tie:
             fs.append(Finding(case.name, "fail", f"stop={list(case.request.stop)!r} both complete in token "
@@ -838,7 +948,8 @@ def _eos_positions(c: Completion, bad_ids: set, before: int) -> list[int]:
     return [i for i, t in enumerate(list(c.token_ids or [])[:before]) if t in bad_ids]
 
 
-def _eos_contract(case: Case, role: str, c: Completion, probe: Completion, who: Optional[Who]) -> list[Finding]:
+def _eos_contract(case: Case, role: str, c: Completion, probe: Completion, who: Optional[Who],
+                  caps: Optional[Caps] = None) -> list[Finding]:
     bad = _rejected(case, role, c, who)
     if bad:
         return [bad]
@@ -850,6 +961,9 @@ def _eos_contract(case: Case, role: str, c: Completion, probe: Completion, who: 
     eos_text = meta.get("eos_text")
     if eos_text and eos_text.strip() and eos_text in c.text:
         out.append(Finding(case.name, "fail", f"{w} keeps the EOS token's text {eos_text!r} in the output text"))
+    blind = _uncounted(case, role, c, who)
+    if blind:
+        return out + [blind]
     if n > req.max_tokens:
         out.append(Finding(case.name, "fail", f"{w} returned {n} tokens for max_tokens={req.max_tokens}"))
     if case.kind == "ignore-eos":
@@ -863,12 +977,20 @@ def _eos_contract(case: Case, role: str, c: Completion, probe: Completion, who: 
                                                   "(ignore_eos=True)"))
     elif case.kind == "min-tokens":
         m = req.min_tokens
+        # an output cut by a stop (not EOS) before min_tokens, on an engine documented to hold back
+        # only EOS under min_tokens, is that engine's documented behaviour
+        doc = _documented(caps, role, "min_tokens_holds_stops") if c.stop_reason is not None else None
         if n < m:
+            if doc is not None:
+                return out + [_documented_finding(
+                    case, role, f"ends on the stop {c.stop_reason!r} after {n} tokens although min_tokens={m}",
+                    _other(role), "holds the stop back until min_tokens: outputs that a stop ends early come "
+                                  "back shorter after the migration", doc, who)]
             out.append(Finding(case.name, "fail", f"{w} returned {n} tokens although min_tokens={m} "
                                                   f"({_describe(c)})"))
         stops = set(req.stop_token_ids) | ({meta["eos_id"]} if "eos_id" in meta and not req.ignore_eos else set())
         early = _eos_positions(c, stops, m)
-        if early:
+        if early and not (doc is not None and c.token_ids[early[0]] != meta.get("eos_id")):
             out.append(Finding(case.name, "fail", f"{w} emitted a stop/EOS token at position {early[0]}, before "
                                                   f"min_tokens={m}"))
     elif case.kind == "same-as-probe":
@@ -886,13 +1008,15 @@ def _eos_contract(case: Case, role: str, c: Completion, probe: Completion, who: 
     return out
 
 
-def judge_eos(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None) -> FamilyVerdict:
+def judge_eos(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None,
+              caps: Optional[Caps] = None) -> FamilyVerdict:
     v = FamilyVerdict(CHECK_EOS, "EOS, ignore_eos and min_tokens", [c.name for c in cases])
     for case in cases:
         ref, cand = outputs[case.request.key()]
         probe = case.probe or case.request
         pref, pcand = outputs[probe.key()]
-        fs = _eos_contract(case, "reference", ref, pref, who) + _eos_contract(case, "candidate", cand, pcand, who)
+        fs = (_eos_contract(case, "reference", ref, pref, who, caps)
+              + _eos_contract(case, "candidate", cand, pcand, who, caps))
         if any(f.severity == "fail" for f in fs) or not (ref.ok and cand.ok):
             v.findings += fs
             continue
@@ -911,6 +1035,13 @@ def judge_eos(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None
             v.judged += 1
             early, late = ("reference", "candidate") if len(a) < len(b) else ("candidate", "reference")
             ce, cl = (ref, cand) if early == "reference" else (cand, ref)
+            doc = _documented(caps, early, "min_tokens_holds_stops")
+            if doc is not None and ce.stop_reason is not None:
+                fs.append(_documented_finding(case, early, f"ends on the stop {ce.stop_reason!r} completing in token "
+                                                           f"min_tokens={case.request.min_tokens}", late,
+                                              f"does not ({_describe(cl)})", doc, who))
+                v.findings += fs
+                continue
             fs.append(Finding(case.name, "fail", f"min_tokens={case.request.min_tokens} with stop "
                                                  f"{list(case.request.stop)!r} completing in token "
                                                  f"{case.request.min_tokens}: {_who(who, early)} stops there "
@@ -992,7 +1123,7 @@ def _threshold(role_outcomes: Sequence[Outcome]) -> Optional[int]:
 
 
 def judge_overlength(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None,
-                     limits: Optional[Mapping[str, EngineLimits]] = None) -> FamilyVerdict:
+                     limits: Optional[Mapping[str, EngineLimits]] = None, caps: Optional[Caps] = None) -> FamilyVerdict:
     v = FamilyVerdict(CHECK_OVERLENGTH, "prompts at the engines' limits", [c.name for c in cases])
     per_role: dict[str, list[Outcome]] = {r: [] for r in ROLES}
     table = []
@@ -1009,11 +1140,12 @@ def judge_overlength(cases: Sequence[Case], outputs: Outputs, who: Optional[Who]
     for case, row in zip(length_cases, table):
         p = case.meta["length"]
         o = {r: prompt_outcome(p, c) for r, c in zip(ROLES, outputs[case.request.key()])}
-        v.findings += _length_pair(case, p, o, per_role, lim, who)
+        fs = _length_pair(case, p, o, per_role, lim, who)
+        v.findings += _documented_room(case, p, o, fs, limits, caps, who)
         v.judged += 1
     for case in cases:
         if case.kind == "room":
-            v.findings += _room_pair(case, outputs[case.request.key()], who)
+            v.findings += _room_pair(case, outputs[case.request.key()], who, caps)
             v.judged += 1
     v.extra["probes"] = table
     v.extra["observed"] = {r: _observed(per_role[r]) for r in ROLES}
@@ -1029,6 +1161,30 @@ def _observed(outcomes: Sequence[Outcome]) -> dict[str, Any]:
             "longest_accepted": max(full) if full else None,
             "shortest_rejected": min(rejected) if rejected else None,
             "truncated": truncated}
+
+
+def _documented_room(case: Case, p: int, o: Mapping[str, Outcome], fs: list[Finding],
+                     limits: Optional[Mapping[str, EngineLimits]], caps: Optional[Caps],
+                     who: Optional[Who]) -> list[Finding]:
+    """``fs`` with a failure "X rejects a prompt Y accepts" turned into a documented difference
+    where X refuses over-length requests by design and this prompt plus its ``max_tokens`` does
+    not fit X's context length (the prompt alone would: it is the room that is refused)."""
+    m = case.request.max_tokens
+    if not any(f.severity == "fail" for f in fs):
+        return fs
+    for rej in ROLES:
+        acc = _other(rej)
+        ctx = (limits or {}).get(rej)
+        ctx_len = ctx.max_model_len if ctx is not None else None
+        doc = _documented(caps, rej, "overlength_max_tokens")
+        if (doc is None or o[rej].status != "rejected" or o[rej].error_class != "over-length"
+                or o[acc].status not in ("answered", "empty") or ctx_len is None or not p < ctx_len < p + m):
+            continue
+        return [_documented_finding(case, rej, f"rejects a {p}-token prompt with max_tokens={m} (together over its "
+                                               f"context length {ctx_len}): {o[rej].describe()}", acc,
+                                    f"answers it ({o[acc].describe()}): a client that sends max_tokens beyond the room "
+                                    "left gets an error after the migration", doc, who)]
+    return fs
 
 
 def _length_pair(case: Case, p: int, o: Mapping[str, Outcome], per_role: Mapping[str, Sequence[Outcome]],
@@ -1079,7 +1235,7 @@ def _length_pair(case: Case, p: int, o: Mapping[str, Outcome], per_role: Mapping
     return []
 
 
-def _room_pair(case: Case, pair: Pair, who: Optional[Who]) -> list[Finding]:
+def _room_pair(case: Case, pair: Pair, who: Optional[Who], caps: Optional[Caps] = None) -> list[Finding]:
     ref, cand = pair
     p, room, ctx = case.meta["length"], case.meta["room"], case.meta["context"]
     m = case.request.max_tokens
@@ -1092,6 +1248,11 @@ def _room_pair(case: Case, pair: Pair, who: Optional[Who]) -> list[Finding]:
         return [Finding(case.name, "note", f"{head}: both engines refuse it")]
     for role, other, mine, theirs in (("candidate", "reference", cand, ref), ("reference", "candidate", ref, cand)):
         if not mine.ok:
+            doc = _documented(caps, role, "overlength_max_tokens") if classify_error(mine) == "over-length" else None
+            if doc is not None and theirs.finish_reason == "length":
+                return [_documented_finding(case, role, f"refuses {head} ({_describe(mine)})", other,
+                                            f"clamps it ({_describe(theirs)}): a client that sends max_tokens "
+                                            "beyond the room left gets an error after the migration", doc, who)]
             return [Finding(case.name, "fail", f"{head}: {_who(who, role)} refuses it ({_describe(mine)}) where "
                                                f"{_who(who, other)} clamps it ({_describe(theirs)})")]
     out = []
@@ -1128,14 +1289,20 @@ def _side(c: Completion, witnesses: Mapping[str, Completion], length: int) -> st
     if pc is not None and pc >= length:
         return "none"
     names = [("first", "first-k"), ("last", "last-k")] + ([("none", "untruncated")] if pc is None else [])
-    hits = [name for name, key in names
-            if witnesses[key].ok and list(witnesses[key].token_ids or []) == ids and ids]
+
+    def same(w: Completion) -> bool:  # a text-only stream (no ids of its own) is matched on its text
+        if c.token_ids_source == w.token_ids_source == "engine":
+            return bool(ids) and list(w.token_ids or []) == ids
+        return bool(c.text) and w.text == c.text
+
+    hits = [name for name, key in names if witnesses[key].ok and same(witnesses[key])]
     if len(hits) == 1:
         return hits[0]
     return "ambiguous" if hits else "other"
 
 
-def judge_truncate_side(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None) -> FamilyVerdict:
+def judge_truncate_side(cases: Sequence[Case], outputs: Outputs, who: Optional[Who] = None,
+                        caps: Optional[Caps] = None) -> FamilyVerdict:
     v = FamilyVerdict(CHECK_SIDE, "truncate_prompt_tokens", [c.name for c in cases])
     by = {c.name: c for c in cases}
     wit = {r: {name: outputs[by[name].request.key()][i] for name in ("first-k", "last-k", "untruncated")}
@@ -1172,6 +1339,18 @@ def judge_truncate_side(cases: Sequence[Case], outputs: Outputs, who: Optional[W
             continue
         v.judged += 1
         if s["reference"] != s["candidate"]:
+            field_name = "truncate_prompt_tokens_ids" if case.request.prompt_token_ids is not None \
+                else "truncate_prompt_tokens_text"
+            ignoring = [r for r in ROLES if s[r] == "none" and s[_other(r)] in ("first", "last")]
+            doc = _documented(caps, ignoring[0], field_name) if len(ignoring) == 1 else None
+            if doc is not None:
+                r = ignoring[0]
+                kind = "token-id" if field_name.endswith("_ids") else "text"
+                v.findings.append(_documented_finding(
+                    case, r, f"ignores truncate_prompt_tokens={k} on a {n}-token {kind} prompt", _other(r),
+                    f"{desc[_other(r)]}: a client that relies on it with {kind} prompts must cut them itself",
+                    doc, who))
+                continue
             v.findings.append(Finding(case.name, "fail", f"truncate_prompt_tokens={k} on a {n}-token prompt: "
                                                          f"{_who(who, 'reference')} {desc['reference']}, "
                                                          f"{_who(who, 'candidate')} {desc['candidate']}"))
@@ -1315,6 +1494,10 @@ class TruncationChecks:
         return {"reference": f"reference {self._ctx.reference.name!r}",
                 "candidate": f"candidate {self._ctx.candidate.name!r}"}
 
+    def _trunc_caps(self) -> dict[str, Any]:
+        """Each engine's effective capabilities: what its adapter documents it does."""
+        return {r: self._ctx.engine(r).capabilities for r in ROLES}
+
     def _trunc_run(self, requests: Sequence[GenerationRequest]) -> dict[str, Pair]:
         self._ctx.register(requests, aux=True)  # declared together: one batch per engine on the first result()
         out: dict[str, Pair] = {}
@@ -1387,7 +1570,7 @@ class TruncationChecks:
         probes = self._trunc_probes()
         cases, notes = derive_stop_cases(self._trunc_views(probes))
         out = {**probes, **self._trunc_run([c.request for c in cases])}
-        v = judge_stop(cases, out, self._trunc_who())
+        v = judge_stop(cases, out, self._trunc_who(), self._trunc_caps())
         v.findings += notes
         return self._trunc_conclude(v)
 
@@ -1398,7 +1581,7 @@ class TruncationChecks:
         eos = eos_probe_request()
         cases, notes = derive_eos_cases((eos, probes[eos.key()][0]), self._trunc_views(probes))
         out = {**probes, **self._trunc_run([c.request for c in cases])}
-        v = judge_eos(cases, out, self._trunc_who())
+        v = judge_eos(cases, out, self._trunc_who(), self._trunc_caps())
         v.findings += notes
         return self._trunc_conclude(v)
 
@@ -1413,7 +1596,7 @@ class TruncationChecks:
             return self._trunc_untokenized(CHECK_OVERLENGTH, "prompts at the engines' limits", exc)
         cases, notes = overlength_cases(limits["reference"], limits["candidate"], filler, max_tokens=max_tokens)
         out = self._trunc_run([c.request for c in cases]) if cases else {}
-        v = judge_overlength(cases, out, self._trunc_who(), limits)
+        v = judge_overlength(cases, out, self._trunc_who(), limits, self._trunc_caps())
         v.findings += notes
         return self._trunc_conclude(v)
 
@@ -1428,7 +1611,7 @@ class TruncationChecks:
         text = HEAD_TEXT + TAIL_TEXT if joined == head + tail else None
         cases = truncate_side_cases(head, tail, text)
         out = self._trunc_run([c.request for c in cases])
-        v = judge_truncate_side(cases, out, self._trunc_who())
+        v = judge_truncate_side(cases, out, self._trunc_who(), self._trunc_caps())
         if text is None:
             v.findings.append(Finding("truncate-text", "note", "head + tail text does not tokenize to head + tail "
                                                                "tokens; the text variant was not sent"))

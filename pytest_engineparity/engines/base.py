@@ -96,6 +96,12 @@ class Capabilities:
     truncate_prompt_tokens_ids: bool = True  # ... and to token-id prompts
     stop_strings: str = STOP_TEXT  # STOP_TEXT | STOP_TOKEN_IDS | STOP_TOKEN_IDS_AND_TEXT | STOP_NONE
     ignore_eos: bool = True  # ignore_eos is applied (a server may accept and drop it)
+    # min_tokens also holds back stop token ids and stop strings (vLLM); False: only EOS is held
+    # back, so a stop can end the output before min_tokens (TensorRT-LLM, engines/data facts)
+    min_tokens_holds_stops: bool = True
+    # prompt + max_tokens over the context length: "clamp" (answer up to the context, finish_reason
+    # "length"), "refuse" (an over-length error), "either" (depends on a backend not known here)
+    overlength_max_tokens: str = "clamp"
     tokenize: bool = True  # can tokenize text (its own tokenizer, a route, or the spec's tokenizer)
     source: str = "declared"  # "declared" (by the adapter) or "probed at start: ..." (see above)
     notes: tuple = ()  # human-readable caveats shown in the report

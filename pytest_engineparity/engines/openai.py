@@ -284,7 +284,10 @@ def _trtllm_serve_traits(version: Optional[str], notes: list[str]) -> dict[str, 
     from .trtllm import version_series
 
     series = version_series(version)
-    out: dict[str, Any] = {"truncate_prompt_tokens_ids": False}
+    # min_tokens bans only the end id; prompt + max_tokens over max_seq_len is refused by a compiled
+    # engine (the backend behind a server is not visible here: "either")
+    out: dict[str, Any] = {"truncate_prompt_tokens_ids": False, "min_tokens_holds_stops": False,
+                           "overlength_max_tokens": "either"}
     if series == "0.17":
         out.update(ignore_eos=False, truncate_prompt_tokens_text=False, stop_strings=STOP_TOKEN_IDS)
         notes.append(f"trtllm-serve {version}: ignore_eos and truncate_prompt_tokens are accepted and ignored")
@@ -1006,6 +1009,7 @@ class OpenAIEngine:
             if logprobs is not None and len(logprobs) != len(st.token_times):
                 warnings.append(f"{len(logprobs)} logprob entries for {len(st.token_times)} tokens")
         text = "".join(st.text_parts)
+        ids_source = "engine"
         if st.saw_token_ids:
             token_ids = list(st.token_ids)
             if len(token_ids) != len(st.token_times):  # cannot happen: ids drive the clock
@@ -1013,12 +1017,14 @@ class OpenAIEngine:
         elif (logprobs and token_texts is not None and len(logprobs) == len(st.token_times)
               and "".join(token_texts) == text):
             token_ids = [lp.token_id for lp in logprobs]
+            ids_source = "recovered"
             warnings.append(
                 f"the server ({self.flavor}) sent no token ids: recovered from the logprob token texts"
                 " (each maps to exactly one id of the spec's tokenizer, and together they spell the output)"
             )
         else:
             token_ids = []
+            ids_source = "none"
             warnings.append(
                 f"the server ({self.flavor}) sent no token ids: token_ids left empty; token_times"
                 " count streamed chunks" + (" / logprob entries" if st.entries else "") + " and may be approximate"
@@ -1039,6 +1045,8 @@ class OpenAIEngine:
             stop_reason=st.stop_reason,
             logprobs=logprobs,
             prompt_token_count=prompt_count,
+            token_ids_source=ids_source,
+            completion_token_count=completion_tokens if isinstance(completion_tokens, int) else None,
             timings=Timings(ttft=times[0] if times else None, e2e=t_end, token_times=times, source="client-stream"),
             warnings=[self._redact(w) for w in warnings],
         )

@@ -162,6 +162,8 @@ class TRTLLMEngine:
         compiled_engine_dir=True,
         truncate_prompt_tokens_ids=False,
         stop_strings=STOP_TOKEN_IDS_AND_TEXT,
+        min_tokens_holds_stops=False,
+        overlength_max_tokens="either",
         notes=("logprobs, seeds and timing path depend on the installed version and the target;"
                " start() reports them",),
     )
@@ -257,6 +259,9 @@ class TRTLLMEngine:
             "seeds_honoured": self._seeds_honoured, "truncate_prompt_tokens_text": True,
             "truncate_prompt_tokens_ids": False, "stop_strings": STOP_TOKEN_IDS_AND_TEXT, "tokenize": True,
             "production_timings": not (target.is_engine and gather),
+            "min_tokens_holds_stops": False,
+            # facts overlength_max_tokens: an engine dir refuses; the PyTorch worker clamps from 1.2
+            "overlength_max_tokens": "refuse" if target.is_engine else ("clamp" if series in ("1.2", "main") else "either"),
             "source": f"tensorrt_llm {api.version} ({'engine directory' if target.is_engine else 'PyTorch backend'})",
             "notes": notes,
         }
