@@ -752,3 +752,25 @@ def test_the_streamed_start_of_a_multi_token_stop_string_is_a_documented_tensorr
     assert T.judge_stop(cases, out, who("vllm", "trt"), TRT_CAPS).failing_cases() == ["stop-multi-token"]
     leaked.text = ref.text + "xyz"
     assert T.judge_stop(cases, out, who("vllm", "trt"), caps).failing_cases() == ["stop-multi-token"]
+
+
+def test_a_limits_table_with_no_limit_on_one_side_is_a_skip_not_an_inconclusive():
+    ref = EngineInfo("vllm", "m", "vllm 0.32.0", EngineLimits(2048, 2048, None, 256))
+    cand = EngineInfo("openai", "engine", "trtllm-serve 1.2.1", EngineLimits())  # its model card carries no limits
+    v = T.limits_verdict(T.limits_table({"reference": ref, "candidate": cand}))
+    assert v.verdict == "skip" and v.judged == 0
+    assert v.summary().startswith("engine limits: no limit reported by both engines")
+    assert messages(v, "note")["max_model_len"] == ["context length: not reported by candidate"]
+
+
+def test_with_no_limits_reported_a_refusal_is_documented_where_the_other_engine_clamped_the_same_request():
+    refusal = Completion.failed("The sum of prompt length (2047.0) and query length (0) max_tokens (2) should not "
+                                "exceed max_seq_len (2048)", "http_400")
+    cases, _ = T.overlength_cases(LIMITS_2048, LIMITS_2048, FILLER_IDS)
+    unknown = {"reference": LIMITS_2048, "candidate": EngineLimits()}  # trtllm-serve's model card: no limits
+    out = outputs([c.request for c in cases], "vllm", "vllm", **{"prompt-2047": refusal})
+    assert rec("prompt-2047", "vllm").finish_reason == "length" and len(rec("prompt-2047", "vllm").token_ids) == 1
+    v = T.judge_overlength(cases, out, who("vllm", "trt"), unknown, TRT_CAPS)
+    assert v.failing_cases() == []
+    (msg,) = messages(v, "warn")["prompt-2047"]
+    assert "(together over the context (reference 'vllm' clamped it))" in msg

@@ -102,6 +102,7 @@ class Capabilities:
     # prompt + max_tokens over the context length: "clamp" (answer up to the context, finish_reason
     # "length"), "refuse" (an over-length error), "either" (depends on a backend not known here)
     overlength_max_tokens: str = "clamp"
+    documented_by: str = ""  # where the engine-specific fields above come from (a facts file)
     tokenize: bool = True  # can tokenize text (its own tokenizer, a route, or the spec's tokenizer)
     source: str = "declared"  # "declared" (by the adapter) or "probed at start: ..." (see above)
     notes: tuple = ()  # human-readable caveats shown in the report

@@ -287,7 +287,9 @@ def _trtllm_serve_traits(version: Optional[str], notes: list[str]) -> dict[str, 
     # min_tokens bans only the end id; prompt + max_tokens over max_seq_len is refused by a compiled
     # engine (the backend behind a server is not visible here: "either")
     out: dict[str, Any] = {"truncate_prompt_tokens_ids": False, "min_tokens_holds_stops": False,
-                           "overlength_max_tokens": "either"}
+                           "overlength_max_tokens": "either",
+                           "documented_by": f"trtllm-serve {version or '(version unknown)'}: TensorRT-LLM's source, "
+                                            f"engines/data/trtllm-{series or 'main'}.json"}
     if series == "0.17":
         out.update(ignore_eos=False, truncate_prompt_tokens_text=False, stop_strings=STOP_TOKEN_IDS)
         notes.append(f"trtllm-serve {version}: ignore_eos and truncate_prompt_tokens are accepted and ignored")

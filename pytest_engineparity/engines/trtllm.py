@@ -260,6 +260,7 @@ class TRTLLMEngine:
             "truncate_prompt_tokens_ids": False, "stop_strings": STOP_TOKEN_IDS_AND_TEXT, "tokenize": True,
             "production_timings": not (target.is_engine and gather),
             "min_tokens_holds_stops": False,
+            "documented_by": f"tensorrt_llm {api.version}: TensorRT-LLM's source, engines/data/trtllm-{series}.json",
             # facts overlength_max_tokens: an engine dir refuses; the PyTorch worker clamps from 1.2
             "overlength_max_tokens": "refuse" if target.is_engine else ("clamp" if series in ("1.2", "main") else "either"),
             "source": f"tensorrt_llm {api.version} ({'engine directory' if target.is_engine else 'PyTorch backend'})",
