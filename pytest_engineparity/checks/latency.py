@@ -488,6 +488,34 @@ def evaluate_sla(bound: SlaBound, lat: EngineLatency, confidence: float = 0.95,
                      ref_val, f"{head}: inconclusive, {why}: {tail}{ref_txt}")
 
 
+class _PerRun:
+    """One value per run, summarised with a Student-t interval over the runs. Run-to-run variation
+    of a latency or a throughput is multiplicative (a run slowed by other work is slower by a
+    factor), so where every value is positive the interval is taken on the log scale: it stays
+    positive however noisy the runs are, and its centre is the geometric mean."""
+
+    def __init__(self, values: Sequence[float]):
+        import numpy as np
+
+        self.n = len(values)
+        self.logs = all(v > 0 for v in values)
+        self.y = [math.log(v) for v in values] if self.logs else [float(v) for v in values]
+        m = float(np.mean(self.y))
+        self.center = math.exp(m) if self.logs else m
+        self.what = "geometric mean" if self.logs else "mean"
+
+    def interval(self, confidence: float) -> tuple[float, float]:
+        import numpy as np
+        from scipy import stats as st
+
+        m, sd = float(np.mean(self.y)), float(np.std(self.y, ddof=1))
+        half = float(st.t.ppf(1.0 - (1.0 - confidence) / 2.0, self.n - 1)) * sd / math.sqrt(self.n)
+        return (math.exp(m - half), math.exp(m + half)) if self.logs else (m - half, m + half)
+
+    def runs_needed(self, limit: float, confidence: float) -> Optional[int]:
+        return _runs_needed(self.y, math.log(limit) if self.logs and limit > 0 else limit, confidence)
+
+
 def _evaluate_per_run(bound: SlaBound, lat: EngineLatency, x: Sequence[float], confidence: float,
                       alpha_fail: Optional[float], ref_val: Optional[float], ref_txt: str, label: str) -> SlaResult:
     """A percentile bound on step-clocked samples: the requests of one run share the engine's step
@@ -495,42 +523,31 @@ def _evaluate_per_run(bound: SlaBound, lat: EngineLatency, x: Sequence[float], c
     the runs, as for throughput. ``fail`` needs the bound surely missed at ``alpha_fail`` and by
     every run."""
     import numpy as np
-    from scipy import stats as st
 
     assert bound.q is not None
     conf = f"{confidence * 100:g}%"
     ests = [float(np.quantile(np.asarray(v), bound.q)) for v in _by_run(x, lat.run_labels(bound.metric))]
     n = len(ests)
-    # run-to-run variation of a latency is multiplicative (a slow run is slower by a factor): the
-    # interval is taken on the log scale, so it stays positive however noisy the runs are
-    logs = all(e > 0 for e in ests)
-    y = [math.log(e) for e in ests] if logs else ests
-    mean = math.exp(float(np.mean(y))) if logs else float(np.mean(y))
+    runs = _PerRun(ests)
+    mean = runs.center
     why = (f"the {len(x)} samples take only {len({round(float(v), 6) for v in x})} distinct value(s): requests "
            "of one batch share the engine's step clock, so each run is one measurement")
     if n < 2:
         return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, None, None, n, confidence, None, ref_val,
                          f"{bound.name}: {label} = {_fmt_s(mean)} in 1 run; bound {_fmt_s(bound.limit)}: "
                          f"inconclusive, {why}: a CI needs at least 2 runs (--parity-latency-runs=3){ref_txt}")
-    sd = float(np.std(y, ddof=1))
-
-    def interval(c: float) -> tuple[float, float]:
-        half = float(st.t.ppf(1.0 - (1.0 - c) / 2.0, n - 1)) * sd / math.sqrt(n)
-        m = float(np.mean(y))
-        return (math.exp(m - half), math.exp(m + half)) if logs else (m - half, m + half)
-
-    lo, hi = interval(confidence)
-    what = "geometric mean" if logs else "mean"
-    head = (f"{bound.name}: {label} = {_fmt_s(mean)} ({what} of {n} per-run {bound.stat} values, {conf} CI "
+    lo, hi = runs.interval(confidence)
+    head = (f"{bound.name}: {label} = {_fmt_s(mean)} ({runs.what} of {n} per-run {bound.stat} values, {conf} CI "
             f"{_fmt_s(lo)} to {_fmt_s(hi)}; {why}); bound {_fmt_s(bound.limit)}")
     if hi <= bound.limit:
         return SlaResult(bound, lat.name, lat.role, "pass", mean, lo, hi, n, confidence, None, ref_val,
                          f"{head}: met with {conf} confidence{ref_txt}")
-    strict_lo = interval(1 - 2 * alpha_fail)[0] if alpha_fail is not None and alpha_fail < (1 - confidence) / 2 else lo
+    strict_lo = (runs.interval(1 - 2 * alpha_fail)[0] if alpha_fail is not None and alpha_fail < (1 - confidence) / 2
+                 else lo)
     if strict_lo > bound.limit and all(e > bound.limit for e in ests):
         return SlaResult(bound, lat.name, lat.role, "fail", mean, lo, hi, n, confidence, None, ref_val,
                          f"{head}: surely missed (the whole CI is above the bound, and every run){ref_txt}")
-    need = _runs_needed(y, math.log(bound.limit) if logs and bound.limit > 0 else bound.limit, confidence)
+    need = runs.runs_needed(bound.limit, confidence)
     tail = (f"need about {need} runs (--parity-latency-runs={need})" if need is not None
             else "the estimate sits at the bound: more runs are unlikely to settle it")
     return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, lo, hi, n, confidence, need, ref_val,
@@ -549,7 +566,6 @@ def _point(bound: SlaBound, lat: EngineLatency) -> Optional[float]:
 def _evaluate_throughput(bound: SlaBound, lat: EngineLatency, confidence: float, ref_val: Optional[float],
                          ref_txt: str, who: str) -> SlaResult:
     import numpy as np
-    from scipy import stats as st
 
     conf = f"{confidence * 100:g}%"
     per_run = [r.throughput for r in lat.runs if r.duration_s > 0]
@@ -563,16 +579,10 @@ def _evaluate_throughput(bound: SlaBound, lat: EngineLatency, confidence: float,
                          f"{bound.name}: {who} throughput = {_fmt_tok(mean)} in 1 run; bound {_fmt_tok(bound.limit)}:"
                          f" inconclusive, a confidence interval needs at least 2 runs (run-to-run spread): "
                          f"--parity-latency-runs=3{ref_txt}")
-    # runs differ by a factor (a run slowed by other work): the interval is taken on the log scale
-    # of the per-run throughputs, so it stays positive however noisy the runs are
-    logs = all(t > 0 for t in per_run)
-    y = [math.log(t) for t in per_run] if logs else per_run
-    sd = float(np.std(y, ddof=1))
-    half = float(st.t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1)) * sd / math.sqrt(n)
-    m = float(np.mean(y))
-    lo, hi = (math.exp(m - half), math.exp(m + half)) if logs else (m - half, m + half)
-    mean = math.exp(m) if logs else m
-    head = (f"{bound.name}: {who} throughput = {_fmt_tok(mean)} ({'geometric ' if logs else ''}mean of {n} runs, "
+    runs = _PerRun(per_run)
+    lo, hi = runs.interval(confidence)
+    mean = runs.center
+    head = (f"{bound.name}: {who} throughput = {_fmt_tok(mean)} ({runs.what} of {n} runs, "
             f"{conf} CI {_fmt_tok(lo)} to {_fmt_tok(hi)}); bound {_fmt_tok(bound.limit)}")
     if lo >= bound.limit:
         return SlaResult(bound, lat.name, lat.role, "pass", mean, lo, hi, n, confidence, None, ref_val,
@@ -580,7 +590,7 @@ def _evaluate_throughput(bound: SlaBound, lat: EngineLatency, confidence: float,
     if hi < bound.limit:
         return SlaResult(bound, lat.name, lat.role, "fail", mean, lo, hi, n, confidence, None, ref_val,
                          f"{head}: surely missed (the whole CI is below the bound){ref_txt}")
-    need = _runs_needed(y, math.log(bound.limit) if logs and bound.limit > 0 else bound.limit, confidence)
+    need = runs.runs_needed(bound.limit, confidence)
     tail = (f"need about {need} runs (--parity-latency-runs={need})" if need is not None
             else "the mean sits at the bound: more runs are unlikely to settle it")
     return SlaResult(bound, lat.name, lat.role, "inconclusive", mean, lo, hi, n, confidence, need, ref_val,

@@ -32,7 +32,6 @@ and ``fault``, one of:
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, ClassVar, Optional, Sequence
 
