@@ -629,6 +629,7 @@ def test_a_documented_truncation_difference_is_a_warning_an_undocumented_one_fai
     out = outputs([c.request for c in cases], "vllm", "vllm", **{"truncate-token-ids": ignored})
     v = T.judge_truncate_side(cases, out, who("vllm", "trt"), TRT_CAPS)
     assert v.verdict == "warn" and v.failing_cases() == []
+    assert v.summary() == "truncate_prompt_tokens: 6 cases, 3 compared; 1 documented engine difference(s)"
     (msg,) = messages(v, "warn")["truncate-token-ids"]
     assert msg.startswith("documented difference: candidate 'trt' ignores truncate_prompt_tokens=18 on a 41-token "
                           "token-id prompt: it uses token-id prompts whole (truncate_prompt_tokens applies to text "

@@ -205,7 +205,11 @@ class FamilyVerdict:
             return (f"{self.title}: {self.judged} of {n} limits reported by both engines; "
                     + (f"they differ in {', '.join(differ)}" if differ else "equal where both report them"))
         if v == "warn":
-            return f"{self.title}: {n} cases, {self.judged} compared; differences that widen the contract"
+            warns = [f for f in self.findings if f.severity == "warn"]
+            documented = sum(f.message.startswith(DOCUMENTED) for f in warns)
+            kinds = ([f"{documented} documented engine difference(s)"] if documented else []) + (
+                [f"{len(warns) - documented} difference(s) that widen the contract"] if len(warns) > documented else [])
+            return f"{self.title}: {n} cases, {self.judged} compared; {', '.join(kinds)}"
         return f"{self.title}: {n} cases hold ({self.judged} compared across engines)"
 
     def message(self, limit: int = 40) -> str:
@@ -258,6 +262,9 @@ _DOCUMENTED = {
 }
 
 
+DOCUMENTED = "documented difference:"  # how a documented-difference finding starts
+
+
 def _documented(caps: Optional[Caps], role: str, field_name: str) -> Optional[str]:
     """The words for a behaviour ``role``'s engine is documented to have (its capability
     ``field_name`` says so), with where that comes from; None when it is not documented."""
@@ -275,7 +282,7 @@ def _documented_finding(case: Case, role: str, what: str, other: str, consequenc
                         who: Optional[Who]) -> Finding:
     """A difference the engine of ``role`` is documented to have: a ``warn`` (a migration finding
     that changes what clients see), not a defect of this build."""
-    return Finding(case.name, "warn", f"documented difference: {_who(who, role)} {what}: it {doc}; "
+    return Finding(case.name, "warn", f"{DOCUMENTED} {_who(who, role)} {what}: it {doc}; "
                                       f"{_who(who, other)} {consequence}")
 
 
