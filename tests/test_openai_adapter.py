@@ -13,6 +13,8 @@ Three parts:
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 import random
 import threading
@@ -737,7 +739,10 @@ def test_tokenize_without_route_or_tokenizer_is_a_clear_error(fake: FakeServer,
 # ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def model_dir() -> str:
-    pytest.importorskip("vllm", reason="the real-server tests need vllm (the [cpu] extra)")
+    # find_spec, not importorskip: importing vllm into this process is slow, and a second import
+    # after pytester restored sys.modules fails in torch ("already registered as an opaque type")
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("the real-server tests need vllm (the [cpu] extra)")
     from pytest_engineparity.models import embedded_model_dir
 
     return str(embedded_model_dir())
