@@ -357,8 +357,9 @@ def _fork(case: Case, ref: Completion, cand: Completion, upto: Optional[int] = N
 
 def _same_eos_stop(ref: Completion, cand: Completion) -> bool:
     """Both engines stopped on EOS with the same text, and their token ids differ only by one
-    trailing id: the EOS token, which an engine that returns ids reports and a text-only stream
-    (ids recovered from its text or logprob texts) cannot. The same ending, not a difference."""
+    trailing id: the EOS token, which one engine lists in its ids (vLLM) and another does not
+    (TensorRT-LLM). The same ending, not a difference. (Text-only streams are judged on their
+    texts: ``_cross_ends_text``.)"""
     a, b = list(ref.token_ids or []), list(cand.token_ids or [])
     return (ref.finish_reason == cand.finish_reason == "stop" and ref.stop_reason is None
             and cand.stop_reason is None and ref.text == cand.text and abs(len(a) - len(b)) == 1
@@ -384,10 +385,9 @@ def _cross_ends_text(case: Case, ref: Completion, cand: Completion, who: Optiona
                                                f"stop_reason {ref.stop_reason!r}, {wc} {cand.finish_reason!r} / "
                                                f"{cand.stop_reason!r}")]
         return []
-    at = _text_fork(ref, cand)
-    if at is not None:
-        return [Finding(case.name, "note", f"the engines' texts fork at character {at} (both answers are the model's; "
-                                           "the contract is judged per engine only)")]
+    fork = _fork(case, ref, cand)  # on the texts here
+    if fork is not None:
+        return [fork]
     shorter, longer = ("reference", "candidate") if len(ref.text) < len(cand.text) else ("candidate", "reference")
     cs, cl = (ref, cand) if shorter == "reference" else (cand, ref)
     if cs.finish_reason == cl.finish_reason == "length":
@@ -421,7 +421,7 @@ def _cross_ends(case: Case, ref: Completion, cand: Completion, who: Optional[Who
     if _same_eos_stop(ref, cand):
         return [Finding(case.name, "note", f"both ended on EOS with the same text; one engine's token ids include "
                                            f"the EOS token it stopped on ({len(a)} vs {len(b)} ids), the other's do "
-                                           "not (a text-only stream)")]
+                                           "not")]
     shorter, longer = ("reference", "candidate") if len(a) < len(b) else ("candidate", "reference")
     cs, cl = (ref, cand) if shorter == "reference" else (cand, ref)
     return [Finding(case.name, "fail", f"{_who(who, shorter)} stopped after {_n(cs)} tokens{what} (finish_reason "
