@@ -288,9 +288,8 @@ def _documented_finding(case: Case, role: str, what: str, other: str, consequenc
 
 def _n(c: Completion) -> int:
     """Output length as the engine counts it: its own ids, else its usage count, else the ids
-    recovered from a text-only stream (see ``_uncounted`` for "cannot count")."""
-    n = c.output_token_count
-    return len(c.token_ids or []) if n is None else n
+    recovered from a text-only stream; 0 where none of those exist (``_uncounted`` says so)."""
+    return c.output_token_count or 0
 
 
 def _uncounted(case: Case, role: str, c: Completion, who: Optional[Who]) -> Optional[Finding]:
@@ -1179,6 +1178,10 @@ def _observed(outcomes: Sequence[Outcome]) -> dict[str, Any]:
             "truncated": truncated}
 
 
+# what a documented over-length refusal means for clients (both over-length families say it)
+_ROOM_REFUSED = "a client that sends max_tokens beyond the room left gets an error after the migration"
+
+
 def _documented_room(case: Case, p: int, o: Mapping[str, Outcome], fs: list[Finding],
                      limits: Optional[Mapping[str, EngineLimits]], caps: Optional[Caps],
                      who: Optional[Who]) -> list[Finding]:
@@ -1204,8 +1207,7 @@ def _documented_room(case: Case, p: int, o: Mapping[str, Outcome], fs: list[Find
         where = f"its context length {ctx_len}" if ctx_len is not None else f"the context ({_who(who, acc)} clamped it)"
         return [_documented_finding(case, rej, f"rejects a {p}-token prompt with max_tokens={m} (together over "
                                                f"{where}): {o[rej].describe()}", acc,
-                                    f"answers it ({o[acc].describe()}): a client that sends max_tokens beyond the room "
-                                    "left gets an error after the migration", doc, who)]
+                                    f"answers it ({o[acc].describe()}): {_ROOM_REFUSED}", doc, who)]
     return fs
 
 
@@ -1273,8 +1275,7 @@ def _room_pair(case: Case, pair: Pair, who: Optional[Who], caps: Optional[Caps] 
             doc = _documented(caps, role, "overlength_max_tokens") if classify_error(mine) == "over-length" else None
             if doc is not None and theirs.finish_reason == "length":
                 return [_documented_finding(case, role, f"refuses {head} ({_describe(mine)})", other,
-                                            f"clamps it ({_describe(theirs)}): a client that sends max_tokens "
-                                            "beyond the room left gets an error after the migration", doc, who)]
+                                            f"clamps it ({_describe(theirs)}): {_ROOM_REFUSED}", doc, who)]
             return [Finding(case.name, "fail", f"{head}: {_who(who, role)} refuses it ({_describe(mine)}) where "
                                                f"{_who(who, other)} clamps it ({_describe(theirs)})")]
     out = []
