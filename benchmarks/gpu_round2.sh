@@ -10,6 +10,8 @@
 #
 #   cd .gpu/src && T0=$(date +%s) bash benchmarks/gpu_round2.sh A
 #   cd .gpu/src && T0=$(date +%s) bash benchmarks/gpu_round2.sh B     (next call, same warm box)
+#   one GPU: cd .gpu/src && T0=$(date +%s) CFG=benchmarks/gpu-engines-1gpu.toml \
+#            PAIRS="h100-r3-eager-vs-graphs=eager,graphs" bash benchmarks/gpu_round2.sh S
 #
 # A: (1) whole suites/ eager vs CUDA graphs and (2) whole suites/ bf16 vs FP8, side by side on
 #    GPUs 0,1 and 2,3 (each pair concurrent on its own two GPUs); then (3) vLLM (CUDA graphs) vs
@@ -74,8 +76,7 @@ gpuinfo() {
   nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv,noheader
 }
 
-if [ "$PHASE" = A ]; then
-  # = benchmarks/gpu_setup.sh, with .gpu/c6 one level up from the snapshot
+setup() {  # = benchmarks/gpu_setup.sh, with .gpu/c6 one level up from the snapshot
   if [ -z "${SKIP_SETUP:-}" ]; then
     if [ -f /tmp/gpu/install.log ]; then  # the c6 call started on-device.sh in the background
       while [ ! -f /tmp/gpu/install.rc ]; do sleep 2; done
@@ -90,6 +91,28 @@ if [ "$PHASE" = A ]; then
   fi
   echo "setup done at +$(( $(date +%s) - T0 )) s"
   python3 -c 'import torch, vllm; print("gpus", torch.cuda.device_count(), torch.cuda.get_device_name(0), "vllm", vllm.__version__)'
+}
+
+# S (one GPU, e.g. nvidia-h100-x1): setup once per lease (SKIP_SETUP=1 on later calls), then the
+#    pairs of PAIRS="NAME=REF,CAND ..." one after the other (CFG=benchmarks/gpu-engines-1gpu.toml),
+#    each report and page shipped to $OUT.
+if [ "$PHASE" = S ]; then
+  setup
+  [ -f "$R/fingerprint.json" ] || python3 -m pytest_engineparity.cli fingerprint > "$R/fingerprint.json"
+  shipped=()
+  for np in ${PAIRS:?PAIRS="NAME=REF,CAND ..."}; do
+    suite "${np%%=*}" "${np#*=}" $(( $(left) - 25 ))
+    shipped+=("${np%%=*}.json" "${np%%=*}.html")
+  done
+  gpuinfo
+  ( cd "$R" && tar czf "$OUT/logs-S.tar.gz" walls.txt fingerprint.json *.log tmp-*/engineparity-*/*.log 2>/dev/null )
+  ship "${shipped[@]}"
+  echo "S done at +$(( $(date +%s) - T0 )) s"
+  exit 0
+fi
+
+if [ "$PHASE" = A ]; then
+  setup
   python3 -m pytest_engineparity.cli fingerprint > "$R/h100x4-fingerprint.json"
   nvidia-smi topo -m > "$R/topo.txt" 2>&1; cat "$R/topo.txt"
   l=$(left)
