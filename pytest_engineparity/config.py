@@ -19,7 +19,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .engines.base import EngineSpec
+from .engines.base import EngineSpec, EngineSpecError
 from .errors import ConfigError
 
 __all__ = ["ConfigError", "ParityConfig", "OPTIONS", "parse_engine_pair", "load_engine_config",
@@ -32,11 +32,16 @@ ENGINE_KEYS = {"kind", "model", "engine_dir", "target", "base_url", "tokenizer",
                "api_key_env", "env", "start_timeout", "request_timeout", "devices"}
 
 
-def _caps(kind: str) -> Any:
-    """The adapter's declared capabilities (config asks them, never a kind name)."""
+def _caps(kind: str, where: str = "") -> Any:
+    """The adapter's declared capabilities (config asks them, never a kind name). An adapter that
+    cannot be loaded here is a config error naming ``where`` (exit 4), not an internal error."""
     from .engines.registry import capabilities_of
 
-    return capabilities_of(kind)
+    try:
+        return capabilities_of(kind)
+    except EngineSpecError as exc:
+        raise ConfigError(f"{where + ': ' if where else ''}{exc} (an adapter named as module:Class must be "
+                          "importable by pytest itself too: put its folder on PYTHONPATH)") from None
 
 
 def _float(name: str, lo: float, hi: float, lo_open: bool = False):
@@ -479,7 +484,7 @@ def parse_engines_table(engines: Any, where: str, base: Path) -> dict[str, Engin
 
         spec = EngineSpec(
             kind=kind,
-            target=target if _caps(kind).url_target else resolve(target),
+            target=target if _caps(kind, ctx).url_target else resolve(target),
             name=name,
             tokenizer=resolve(entry.get("tokenizer")),
             python=entry.get("python"),

@@ -49,15 +49,26 @@ class EnginePair:
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_"):
             raise AttributeError(attr)
-        from .checks import FAMILIES, family_class
+        from .checks import FAMILIES, HOOKS, family_class
 
         if attr in FAMILIES:
             return self.family(attr)
         for name in FAMILIES:
             cls = family_class(name)
-            if attr in vars(cls) and not attr.startswith("_") and attr not in ("name", "section", "render_html"):
+            if attr in vars(cls) and not attr.startswith("_") and attr not in HOOKS:
                 return getattr(self.family(name), attr)
         raise AttributeError(f"{type(self).__name__!s} has no attribute {attr!r} (nor has any check family)")
+
+    def preflight(self) -> list[str]:
+        """Session start: every family that has a ``preflight()`` runs it (once both engines are
+        up, before the first test); their lines are shown at the top of the run."""
+        from .checks import FAMILIES, family_class
+
+        lines: list[str] = []
+        for name in FAMILIES:
+            if callable(getattr(family_class(name), "preflight", None)):
+                lines += self.family(name).preflight()
+        return lines
 
     def with_tolerance(self, similarity: Optional[float] = None, top_k: Optional[int] = None,
                        require_logprobs_close: Optional[bool] = None) -> "EnginePair":

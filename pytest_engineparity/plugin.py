@@ -204,7 +204,9 @@ _ENGINE_FIXTURES = {"engine_pair", "parity_results", "reference_engine", "candid
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtestloop(session: pytest.Session) -> None:
     """Pre-flight: with --engine-pair, start both engines before the first test that needs them,
-    so an engine that cannot start is reported once, in full, at the top."""
+    so an engine that cannot start is reported once, in full, at the top; then the check families'
+    pre-flights (the rendering one: a handful of chat and completion requests, riding the first
+    batch with the suite's prompts), whose findings are shown at the top too."""
     ps = session.config.stash.get(_SESSION, None)
     if ps is None or session.config.option.collectonly:
         return
@@ -218,11 +220,27 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     for h in ps.handles:
         h.reported_at = None
     errors = ps.start_engines()
+    title = "an engine could not start"
+    lines: list[str] = []
+    if not errors:  # both up: the families' pre-flights (the rendering one) ride the first batch
+        from .errors import EngineError
+        from .pair import EnginePair, make_recorder
+
+        try:
+            lines = EnginePair(ps, make_recorder(ps, None, None)).preflight()
+        except EngineError as exc:  # an engine that died on the first batch: shown here, in full
+            errors, title = [exc], "an engine failed on its first batch"
+        except Exception as exc:  # a check family's own error: shown, and its test meets it again
+            lines = [f"the pre-flight could not run: {type(exc).__name__}: {exc}"]
     for h in ps.handles:
         if h.error is not None:
             h.reported_at = "in the engine pre-flight at the top of this run"
+    if lines and tr is not None:
+        tr.section("engine parity: pre-flight", sep="-")
+        for line in lines:
+            tr.write_line(line, red=" FAIL: " in line)
     if errors and tr is not None:
-        tr.section("engine parity: an engine could not start", sep="!", red=True)
+        tr.section(f"engine parity: {title}", sep="!", red=True)
         for err in errors:
             tr.write_line(str(err), red=True)
         tr.write_line("What to do next: check the engine's target (model dir, engine dir or URL) and its "
@@ -325,36 +343,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     doc = config.stash.get(_DOC, None)
     if doc is None:
         return
-    tr = terminalreporter
-    tr.section("engine parity")
-    if len(doc["engines"]) == 1:
-        tr.write_line(f"engine: {doc['engines'][0]['name']} (against its baseline)")
-    else:
-        ref, cand = doc["engines"]
-        tr.write_line(f"reference: {ref['name']}   candidate: {cand['name']}")
-    sm = doc["summary"]
-    tr.write_line(f"prompts: {sm['prompts']}, exact: {sm['exact']}, equivalent: {sm['equivalent']}"
-                  + "".join(f", {r} noise floor {d['n_exact']}/{d['n']}" for r, d in sm["noise_floor"].items()))
-    verdicts = [None] + [s["verdict"] for s in doc["steps"]] + [doc["verdict"]]
-    for v, line in zip(verdicts, _table(doc)):
-        tr.write_line(line, red=v == "fail", green=v == "pass", yellow=v == "inconclusive")
-    from .checks import FAMILIES, family_class
+    from .report import summary_lines
 
-    for name in FAMILIES:  # a family's own summary lines (the load sweep: one line per level)
-        lines_of = getattr(family_class(name), "terminal_lines", None)
-        for line in (lines_of(doc) if lines_of is not None else []):
-            tr.write_line(line)
-    ec = doc.get("error_control") or {}
-    if ec:
-        tr.write_line(f"false-alarm control: {ec['note']}")
-    if doc["verdict"] == "inconclusive":
-        tr.write_line("INCONCLUSIVE is not a failure of the candidate: no difference was shown, and not enough "
-                      "evidence to pass. " + ("It blocks (exit 1) under --parity-inconclusive=block."
-                                             if doc["exit_blocks"] else "It does not block (--parity-inconclusive=pass)."),
-                      yellow=True)
-
-
-def _table(doc: dict) -> list[str]:
-    from .report import terminal_table
-
-    return terminal_table(doc)
+    terminalreporter.section("engine parity")
+    for line, colour in summary_lines(doc):
+        terminalreporter.write_line(line, **({colour: True} if colour else {}))

@@ -2,7 +2,9 @@
 (register -> one batch per engine in a worker process -> compare -> checks) without a model.
 
 Use it from an engine config table: ``kind = "scripted_engine:ScriptedEngine"`` with
-``env = { PYTHONPATH = "<tests dir>" }`` and ``args = { replies = {PROMPT: TEXT}, default = TEXT }``.
+``env = { PYTHONPATH = "<tests dir>" }`` and ``args = { replies = {PROMPT: TEXT}, default = TEXT }``;
+``chat_prefix = TEXT`` renders chat requests with that text in front (another chat template: the
+prompt token count it reports differs from an engine without it).
 Tokens are characters (token id = code point), so the exact-ids layer and re-tokenisation work;
 no logprobs are returned (the comparison degrades to text and similarity, as for a text-only server).
 """
@@ -24,6 +26,7 @@ class ScriptedEngine:
         self.spec = spec
         self.replies: dict[str, str] = dict(spec.args.get("replies", {}))
         self.default: str = str(spec.args.get("default", "ok"))
+        self.chat_prefix: str = str(spec.args.get("chat_prefix", ""))
 
     @classmethod
     def capabilities(cls, spec: Optional[EngineSpec]) -> Capabilities:
@@ -41,8 +44,9 @@ class ScriptedEngine:
         for i, r in enumerate(requests):
             prompt = r.prompt if r.prompt is not None else " ".join(str(m.get("content", "")) for m in r.messages or [])
             text = self.replies.get(prompt, self.default)[: r.max_tokens]
+            rendered = (self.chat_prefix if r.messages is not None else "") + prompt
             out.append(Completion(text=text, token_ids=[ord(c) for c in text], finish_reason="length",
-                                  prompt_token_count=len(prompt), timings=Timings(source="scripted")))
+                                  prompt_token_count=len(rendered), timings=Timings(source="scripted")))
             if progress:
                 progress(i + 1, len(requests), sum(len(c.token_ids) for c in out))
         return out

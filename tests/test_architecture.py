@@ -2,7 +2,7 @@
 
 0 foundations: errors, types, sla, checks.verdicts, runtime.files, engines.base
 1 engines/ (adapters, registry, enginedir), runtime.placement (pure checks on specs)
-2 runtime/ (worker, client, placement, fingerprint), config, models, prompts, strategies
+2 runtime/ (worker, client, fingerprint, gpumem), config, models, prompts, strategies
 3 checks/ (families over checks.context, compare, stats, semantic)
 4 session, report/
 5 pair, cli
@@ -100,17 +100,67 @@ def test_import_graph_has_no_cycle() -> None:
             visit(m, [m])
 
 
+def _docstrings(tree: ast.AST) -> set:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.body \
+                and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant):
+            out.add(id(node.body[0].value))
+    return out
+
+
+def kind_names_in(tree: ast.AST, kinds: set) -> list[tuple[int, str]]:
+    """(line, text) of every string constant that names a kind (or starts ``kind:``), docstrings aside."""
+    docs = _docstrings(tree)
+    return [(node.lineno, node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+            and (node.value in kinds or any(node.value.startswith(k + ":") for k in kinds))]
+
+
 def test_no_kind_name_outside_engines() -> None:
-    """Everything about an engine kind lives in its adapter: no module outside engines/ compares
-    a kind name."""
-    kinds = ("hf", "vllm", "openai", "trtllm")
+    """Everything about an engine kind lives in its adapter: no module outside engines/ names a
+    registered kind in code (any string constant that is not a docstring: comparisons, tuples,
+    dict keys, ``startswith`` arguments, ``kind:target`` literals)."""
+    from pytest_engineparity.engines.registry import available_kinds
+
+    kinds = set(available_kinds())
+    assert {"hf", "vllm", "openai", "trtllm", "vllm-serve", "trtllm-serve"} <= kinds
     bad = []
     for mod, path in modules().items():
         if mod.startswith("engines"):
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Compare):
-                for side in [node.left, *node.comparators]:
-                    if isinstance(side, ast.Constant) and side.value in kinds:
-                        bad.append(f"{mod}:{node.lineno} compares with {side.value!r}")
+        for line, v in kind_names_in(ast.parse(path.read_text(encoding="utf-8")), kinds):
+            bad.append(f"{mod}:{line} names the engine kind {v!r}")
     assert not bad, "\n".join(bad)
+
+
+def test_the_kind_name_check_catches_the_forms_it_claims() -> None:
+    """The check above, on code that names kinds in the ways it must catch (it can fail)."""
+    src = ('if kind in ("hf", "vllm"): pass\nx = {"trtllm-serve": 1}\n'
+           'y = name.startswith("openai")\nz = "vllm-serve:/m"\n"""a docstring naming hf"""\n')
+    found = [v for _, v in kind_names_in(ast.parse(src), {"hf", "vllm", "openai", "trtllm-serve", "vllm-serve"})]
+    assert sorted(found) == ["hf", "openai", "trtllm-serve", "vllm", "vllm-serve:/m"]
+
+
+def test_builtin_adapters_match_the_entry_points() -> None:
+    """A built-in adapter is registered twice: its entry point (pyproject.toml) and, for workers
+    under another interpreter that see no package metadata, ``engines/registry.py``'s BUILTIN.
+    The two must agree."""
+    import tomllib
+
+    from pytest_engineparity.engines.registry import BUILTIN, ENTRY_POINT_GROUP
+
+    pyproject = tomllib.loads((PKG.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert pyproject["project"]["entry-points"][ENTRY_POINT_GROUP] == BUILTIN
+
+
+def test_imports_in_every_form_are_seen() -> None:
+    """``import pytest_engineparity.x`` counts as an import of x, like ``from ... import``."""
+    mods = modules()
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("pytest_engineparity."):
+                        dep = a.name[len("pytest_engineparity."):]
+                        assert layer(dep) <= layer(mod), f"{mod} imports {dep} (a higher layer)"

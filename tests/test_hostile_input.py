@@ -72,6 +72,7 @@ def test_empty_sample_is_an_error(pytester):
     ('[engines.a]\nkind = "hf"\nrequest_timeout = -1\n', "request_timeout"),
     ('engines = 3\n', "needs at least one [engines.NAME] table"),
     ('[engines.a\nkind="hf"', "not valid TOML"),
+    ('[engines.a]\nkind = "no_such_module:Engine"\n', "[engines.a]: cannot load engine adapter 'no_such_module:Engine'"),
 ])
 def test_bad_config_files_name_the_problem(tmp_path, toml, message):
     (tmp_path / "e.toml").write_text(toml)

@@ -101,11 +101,12 @@ def _check_report(out: str, doc: dict, html: str) -> None:
         assert e["peak_memory"]["kind"] == "rss" and e["peak_memory"]["rss_peak_bytes"] > 50 * 2**20
         g = lat["goodput"][role]
         assert g["requests"] == N_PROMPTS * RUNS and g["good_requests"] == N_PROMPTS * RUNS  # loose SLOs
-    # each engine: started once, the parity batch, then warm-up and the timed runs as separate calls
+    # each engine: started once, the parity batch (with the 5 rendering pre-flight requests, sent
+    # before the first test), then warm-up and the timed runs as separate calls
     for e in doc["engines"]:
         assert e["starts"] == 1
         assert [(b["label"], b["requests"]) for b in e["batches"]] == (
-            [("suite batch", N_PROMPTS), ("latency warm-up", 2)]
+            [("suite batch", N_PROMPTS + 5), ("latency warm-up", 2)]
             + [(f"latency run {i}/{RUNS}", N_PROMPTS) for i in range(1, RUNS + 1)])
     assert html.count('<svg class="latency-cdf"') == 4
     ttft_svg = html.split('data-metric="ttft"')[1].split("</svg>")[0]

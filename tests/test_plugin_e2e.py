@@ -40,10 +40,13 @@ def test_correct_pair_passes_the_builtin_suite(pytester):
     rate = [c for c in steps["benchmark-parity"]["checks"] if c["name"] == "equivalence-rate"][0]
     assert rate["numbers"]["n"] >= 30 and rate["numbers"]["lower_bound"] >= 0.90
     # each engine started once; the first call carried every prompt the suites declared
-    # (prompts/*.jsonl and the traffic sample); the 300 task items went as one batch of their own
+    # (prompts/*.jsonl and the traffic sample) and the 5 rendering pre-flight requests, sent before
+    # the first test; the 300 task items went as one batch of their own
     for e in doc["engines"]:
         assert e["starts"] == 1
-        assert e["batches"][0]["label"] == "suite batch" and e["batches"][0]["requests"] == 120 + 120
+        assert e["batches"][0]["label"] == "suite batch" and e["batches"][0]["requests"] == 120 + 120 + 5
+    result.stdout.fnmatch_lines(["*engine parity: pre-flight*", "rendering pre-flight (5 chat and completion "
+                                 "requests): PASS: every checked request rendered alike: 5/5 (5 by ids)"])
         assert 300 in [b["requests"] for b in e["batches"]]
     # the only one-request calls are the Hypothesis examples, drawn at run time
     assert doc["summary"]["single_calls"] <= 20

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 import pytest
 
-from pytest_engineparity.checks import FAMILIES, family_class
+from pytest_engineparity.checks import FAMILIES, HOOKS, family_class
 from pytest_engineparity.checks.rendering import (
     CHECK_PREFLIGHT, CHECK_PROMPT, CHECK_TERMINATION, DIFFERS, SAME, UNCHECKED, Decoder, RenderingChecks,
     html_section, judge_eos, judge_prompt, preflight_requests, special_tokens_in, summarize_prompts,
@@ -363,6 +363,32 @@ def test_family_preflight_registers_auxiliary_requests():
     assert ctx.records[-1][0] == CHECK_PREFLIGHT and ctx.sections["rendering"]["preflight"]["rode_suite_batch"]
 
 
+def test_preflight_at_session_start_shows_its_lines_and_the_later_check_keeps_what_it_saw():
+    """The plugin calls ``preflight()`` once both engines are up: the pre-flight requests ride the
+    first batch with the suite (nothing of the suite has run yet) and a mismatch is shown in full,
+    up front; the suite's test later records the check from the same completions."""
+    reqs = preflight_requests()
+    suite_q = GenerationRequest(prompt="q", max_tokens=4, id="suite-q")
+    rows = [(r, comp(count=9), comp(count=10)) for r in reqs] + [(suite_q, comp(count=3), comp(count=3))]
+    ctx = RecordedContext(rows_of(*rows))
+    ctx._suite = [suite_q]
+    ctx._done = {"reference": {}, "candidate": {}}  # nothing ran before the pre-flight
+    fam = RenderingChecks(ctx)
+    lines = fam.preflight()
+    assert lines[0].startswith("rendering pre-flight (5 chat and completion requests): FAIL: the engines render "
+                               "prompts differently: 5/5 requests were rendered differently")
+    assert len(lines) > 1 and any("prompt tokens" in ln or "candidate" in ln for ln in lines[1:])
+    assert not ctx.records  # shown, not recorded: the suite's test records it
+    with pytest.raises(ParityMismatch):
+        fam.assert_rendering_preflight()
+    assert ctx.records[-1][:2] == (CHECK_PREFLIGHT, "fail")
+    # the suite had not run when the pre-flight was declared: it rode the first batch
+    assert ctx.sections["rendering"]["preflight"]["rode_suite_batch"] is True
+    # one engine (baseline-only mode): nothing to compare, no lines
+    ctx.single_engine = True
+    assert RenderingChecks(ctx).preflight() == []
+
+
 def test_family_termination_fails_on_an_eos_the_candidate_does_not_honour():
     stop_q = [GenerationRequest(prompt=f"q{i}", max_tokens=24, id=f"q{i}") for i in range(30)]
     triples = []
@@ -404,7 +430,7 @@ def test_family_termination_shared_special_tokens_are_not_a_failure():
 
 def test_registered_once_and_its_public_methods_reach_engine_pair_without_collisions():
     assert family_class("rendering") is RenderingChecks
-    mine = {m for m in vars(RenderingChecks) if not m.startswith("_") and m not in ("name", "section", "render_html")}
+    mine = {m for m in vars(RenderingChecks) if not m.startswith("_") and m not in HOOKS}
     assert {"assert_prompt_parity", "assert_prompt_rendered_alike", "assert_rendering_preflight",
             "assert_termination_parity"} <= mine
     for other in FAMILIES:
@@ -422,3 +448,12 @@ def test_a_text_only_candidate_whose_last_recovered_id_was_learned_as_eos_is_not
     assert judge_eos(USER_Q, ref, cand, {"reference": {2}, "candidate": {2, 30}}, dec().show) is None
     other = comp(tokens=(504, 3575, 30), finish="stop", text="The capital")
     assert judge_eos(USER_Q, ref, other, {"reference": {2}, "candidate": {2, 30}}, dec().show) is not None
+
+
+def test_the_summary_at_the_end_has_one_line_per_rendering_part_that_ran():
+    ctx = RecordedContext(rows_of((TEXT_Q, comp(TEXT), comp(TEXT))))
+    RenderingChecks(ctx).assert_prompt_parity()
+    doc = {"rendering": ctx.sections["rendering"]}
+    assert RenderingChecks.terminal_lines(doc) == [
+        "rendering prompt parity: pass: every checked request rendered alike: 1/1 (1 by ids)"]
+    assert RenderingChecks.terminal_lines({}) == []

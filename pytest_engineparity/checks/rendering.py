@@ -839,6 +839,14 @@ class RenderingChecks:
     def render_html(doc: Any) -> str:
         return html_section(doc)
 
+    @staticmethod
+    def terminal_lines(doc: Any) -> list[str]:
+        """One line per part that ran (pre-flight, prompt parity, termination) for the summary."""
+        sec = (doc or {}).get("rendering") or {}
+        parts = (("pre-flight", "preflight"), ("prompt parity", "prompt_parity"), ("termination", "termination"))
+        return [f"rendering {label}: {sec[key].get('verdict')}: {_clip(str(sec[key].get('detail', '')), 160)}"
+                for label, key in parts if isinstance(sec.get(key), dict) and sec[key].get("verdict")]
+
     # -- plumbing ----------------------------------------------------------------------------
     def _names(self) -> dict[str, str]:
         return {role: self._ctx.engine(role).name for role in ROLES}
@@ -930,18 +938,37 @@ class RenderingChecks:
         return self._conclude(res, "prompt_parity", {"requests": [p.to_dict() for p in checks if p.status != SAME][:200]
                                                      + [p.to_dict() for p in checks if p.status == SAME][:50]})
 
-    def assert_rendering_preflight(self) -> FamilyResult:
-        """The pre-flight requests (:func:`preflight_requests`) rendered alike: check
-        ``rendering-preflight``. They are auxiliary requests: not suite prompts."""
+    def _preflight(self) -> FamilyResult:
         reqs = preflight_requests()
-        rode = not any(r.key() in self._ctx.completions("candidate") for r in self._ctx.suite_requests())
+        # whether the pre-flight rode the first batch with the suite (decided when first declared)
+        rode = self._ctx.state("rendering.preflight_rode", lambda: not any(
+            r.key() in self._ctx.completions("candidate") for r in self._ctx.suite_requests()))
         self._ctx.register(reqs, aux=True)
         checks = self._judge(reqs)
         res = summarize_prompts(CHECK_PREFLIGHT, checks, self._names(), show=len(reqs))
         res.numbers["rode_suite_batch"] = rode
         if res.verdict == FAIL:
             res.detail = "the engines render prompts differently: " + res.detail
-        return self._conclude(res, "preflight", {"requests": [p.to_dict() for p in checks], "rode_suite_batch": rode})
+        return res
+
+    def preflight(self) -> list[str]:
+        """At session start, once both engines are up (the plugin calls it before the first test):
+        the pre-flight requests ride the first batch with the suite's prompts and are judged at
+        once; returns the lines shown at the top of the run (a mismatch in full, once). The check
+        itself is recorded by ``assert_rendering_preflight`` (``suites/test_rendering_parity.py``)."""
+        if self._ctx.single_engine:
+            return []
+        res = self._preflight()
+        head = f"rendering pre-flight ({len(res.items)} chat and completion requests): {res.verdict.upper()}: {res.detail}"
+        return [head] + ([ln for ln in res.lines] if res.verdict == FAIL else [])
+
+    def assert_rendering_preflight(self) -> FamilyResult:
+        """The pre-flight requests (:func:`preflight_requests`) rendered alike: check
+        ``rendering-preflight``. They are auxiliary requests: not suite prompts. At session start
+        the plugin has already sent and shown them (:meth:`preflight`); this records the check."""
+        res = self._preflight()
+        return self._conclude(res, "preflight", {"requests": [p.to_dict() for p in res.items],
+                                                 "rode_suite_batch": res.numbers["rode_suite_batch"]})
 
     # -- termination -------------------------------------------------------------------------
     def assert_termination_parity(self, requests: Optional[Sequence[GenerationRequest]] = None,

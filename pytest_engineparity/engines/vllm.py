@@ -99,8 +99,24 @@ class VLLMEngine:
             details={"dtype": str(mc.dtype).replace("torch.", ""), "device": "cpu" if is_cpu else "gpu",
                      "args": {k: v for k, v in args.items() if isinstance(v, (int, float, str, bool))},
                      "timing": "step clock in the worker (same origin for every request of a call)",
-                     "multiprocessing": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")},
+                     "multiprocessing": os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"),
+                     "eos_token_ids": self._eos_ids(mc)},
         )
+
+    def _eos_ids(self, mc: Any) -> list[int]:
+        """The EOS ids this vLLM stops on, read as vLLM reads them: the tokenizer's EOS plus the
+        ``eos_token_id`` of the generation config it uses (``model_config.try_get_generation_config``,
+        folded into each request's stop ids by ``SamplingParams.update_from_generation_config``)."""
+        def as_set(v: Any) -> set:
+            return {int(v)} if isinstance(v, int) else {int(x) for x in (v or ()) if isinstance(x, int)}
+
+        ids = as_set(getattr(self.tokenizer, "eos_token_id", None))
+        try:
+            gen = mc.try_get_generation_config() or {}
+            ids |= as_set(gen.get("eos_token_id") if isinstance(gen, dict) else getattr(gen, "eos_token_id", None))
+        except Exception:  # pragma: no cover - a build without it: the tokenizer's EOS alone
+            pass
+        return sorted(ids)
 
     def close(self) -> None:
         self.llm = None  # the worker process exits right after; that frees the memory
@@ -225,6 +241,7 @@ class VLLMEngine:
             stop_reason=stop_reason,
             logprobs=a["lps"] if req.logprobs is not None else None,
             prompt_token_count=len(o.prompt_token_ids) if o.prompt_token_ids is not None else None,
+            prompt_token_ids=list(o.prompt_token_ids) if o.prompt_token_ids is not None else None,
             timings=Timings(ttft=times[0] if times else None, e2e=times[-1] if times else None,
                             token_times=times, source="step-clock",
                             engine_ttft=float(engine_ttft) if engine_ttft else None),

@@ -17,7 +17,7 @@ from ..checks.verdicts import ERROR, FAIL, INCONCLUSIVE, PASS, SEVERITY, SHARED,
 from ..config import MIGRATION_STEPS
 from ..runtime.files import atomic_write_text
 
-__all__ = ["SCHEMA_VERSION", "StepVerdict", "build_steps", "overall_verdict", "terminal_lines",
+__all__ = ["SCHEMA_VERSION", "StepVerdict", "build_steps", "overall_verdict", "terminal_lines", "summary_lines",
            "write_json", "write_html", "atomic_write_text", "schema", "build_document", "error_control",
            "exit_blocks"]
 
@@ -199,6 +199,40 @@ def terminal_table(doc: dict[str, Any]) -> list[str]:
     for s, d in zip(steps, doc["steps"]):
         rows.append((s.step, s.verdict, str(d["passed"]), str(d["failed"]), d["worst"].replace("\n", " ")))
     return _table_lines(rows, (doc["verdict"], doc["reason"]))
+
+
+def summary_lines(doc: dict[str, Any]) -> list[tuple[str, Optional[str]]]:
+    """The run's summary at the end of the terminal output, as ``(line, colour)`` pairs (colour:
+    ``red`` / ``green`` / ``yellow`` / None): the engines, the prompt counts, the step table, each
+    check family's own lines (``terminal_lines(doc)`` of a family that has it), the false-alarm
+    bound and what INCONCLUSIVE means."""
+    from ..checks import FAMILIES, family_class
+
+    out: list[tuple[str, Optional[str]]] = []
+    if len(doc["engines"]) == 1:
+        out.append((f"engine: {doc['engines'][0]['name']} (against its baseline)", None))
+    else:
+        ref, cand = doc["engines"]
+        out.append((f"reference: {ref['name']}   candidate: {cand['name']}", None))
+    sm = doc["summary"]
+    out.append((f"prompts: {sm['prompts']}, exact: {sm['exact']}, equivalent: {sm['equivalent']}"
+                + "".join(f", {r} noise floor {d['n_exact']}/{d['n']}" for r, d in sm["noise_floor"].items()), None))
+    colour = {"fail": "red", "pass": "green", "inconclusive": "yellow"}
+    verdicts = [None] + [s["verdict"] for s in doc["steps"]] + [doc["verdict"]]
+    for v, line in zip(verdicts, terminal_table(doc)):
+        out.append((line, colour.get(v or "")))
+    for name in FAMILIES:  # a family's own summary lines (the load sweep: one line per level)
+        lines_of = getattr(family_class(name), "terminal_lines", None)
+        out += [(line, None) for line in (lines_of(doc) if lines_of is not None else [])]
+    ec = doc.get("error_control") or {}
+    if ec:
+        out.append((f"false-alarm control: {ec['note']}", None))
+    if doc["verdict"] == "inconclusive":
+        out.append(("INCONCLUSIVE is not a failure of the candidate: no difference was shown, and not enough "
+                    "evidence to pass. " + ("It blocks (exit 1) under --parity-inconclusive=block."
+                                           if doc["exit_blocks"] else "It does not block (--parity-inconclusive=pass)."),
+                    "yellow"))
+    return out
 
 
 def schema() -> dict[str, Any]:
