@@ -1,6 +1,7 @@
-"""Quality parity on labelled tasks, without engines: task files, scorers, and the paired verdict
-through the real session and EnginePair, fed recorded completions (per-item outcomes fixed here,
-plus replies SmolLM2-135M-Instruct really gave on the built-in capitals task)."""
+"""Quality parity on labelled tasks, without a model: task files, scorers, and the paired verdict
+through the real session and EnginePair over two real engine workers with scripted replies
+(``tests/scripted_engine.py``): per-item outcomes fixed here, plus replies SmolLM2-135M-Instruct
+really gave on the built-in capitals task. Nothing is written into the session's results."""
 
 import json
 import math
@@ -35,20 +36,83 @@ TASKS = Path(__file__).resolve().parent.parent / "suites" / "tasks"
 
 
 # --------------------------------------------------------------------------------------------
-# helpers: a real session (engines never start: every result is already recorded)
+# helpers: a real session over two real engine workers with scripted replies
+# (tests/scripted_engine.py): the replies recorded here are what each engine answers, sent as one
+# batch per engine like any suite
+
+
+HERE = Path(__file__).resolve().parent
+
+
+def _toml_table(d: dict) -> str:
+    return "{ " + ", ".join(f"{json.dumps(k, ensure_ascii=False)} = {json.dumps(v, ensure_ascii=False)}"
+                            for k, v in d.items()) + " }"
+
+
+class ScriptedPair:
+    """The replies each engine will give, per prompt; the session is built (its engine config
+    written with them) at the first use after ``record``."""
+
+    def __init__(self, tmp_path, cli):
+        self.tmp_path, self.cli = tmp_path, cli
+        self.replies = {"ref": {}, "cand": {}}
+        self.errors = {"ref": {}, "cand": {}}
+        self.session = self.pair = None
+
+    def built(self):
+        if self.session is None:
+            tables = "".join(f'[engines.{name}]\nkind = "scripted_engine:ScriptedEngine"\n'
+                             f"env = {{ PYTHONPATH = {json.dumps(str(HERE))} }}\n"
+                             f'args = {{ whole = true, default = "", replies = {_toml_table(self.replies[name])}, '
+                             f"errors = {_toml_table(self.errors[name])} }}\n" for name in ("ref", "cand"))
+            (self.tmp_path / "engines.toml").write_text(tables, encoding="utf-8")
+            cfg = build_config({"engine_pair": "ref,cand", "engine_config": str(self.tmp_path / "engines.toml"),
+                                "noise_floor": "false", **self.cli}, {}, {}, str(self.tmp_path))
+            self.session = ParitySession(cfg)
+            self.pair = EnginePair(self.session, make_recorder(self.session, "benchmark-parity", "test_quality::node"))
+        return self
+
+
+_PAIRS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_sessions():
+    yield
+    while _PAIRS:
+        sp = _PAIRS.pop()
+        if sp.session is not None:
+            sp.session.close()
+
+
+class _Lazy:
+    """Stands for the session or the pair until the replies are recorded."""
+
+    def __init__(self, sp: ScriptedPair, what: str):
+        self._sp, self._what = sp, what
+
+    def __getattr__(self, attr):
+        return getattr(getattr(self._sp.built(), self._what), attr)
 
 
 def make_pair(tmp_path, **cli):
-    cfg = build_config({"engine_pair": "hf,hf", **cli}, {}, {}, str(tmp_path))
-    s = ParitySession(cfg)
-    return s, EnginePair(s, make_recorder(s, "benchmark-parity", "test_quality::node"))
+    sp = ScriptedPair(tmp_path, cli)
+    _PAIRS.append(sp)
+    return _Lazy(sp, "session"), _Lazy(sp, "pair")
 
 
 def record(session, items, ref_texts, cand_texts):
+    from scripted_engine import ScriptedEngine
+
+    sp = session._sp
+    assert sp.session is None, "record() before the first request: the engines start with their replies"
     for it, r, c in zip(items, ref_texts, cand_texts):
-        k = it.request.key()
-        session.results["reference"][k] = r if isinstance(r, Completion) else Completion(text=r, finish_reason="stop")
-        session.results["candidate"][k] = c if isinstance(c, Completion) else Completion(text=c, finish_reason="stop")
+        key = ScriptedEngine.prompt_of(it.request)
+        for name, x in (("ref", r), ("cand", c)):
+            if isinstance(x, Completion) and x.error:
+                sp.errors[name][key] = x.error
+            else:
+                sp.replies[name][key] = x.text if isinstance(x, Completion) else x
 
 
 def sum_tasks(tmp_path, n, name="sums"):
@@ -105,7 +169,9 @@ def test_ten_point_drop_on_300_items_is_worse_and_lists_the_lost_items(tmp_path)
     assert n["gained"] == [f"sums-{i:03d}" for i in gained]
     sec = s.sections["quality"]["tasks"][0]
     assert [o["lost"] for o in sec["discordant"]] == [True] * 40 + [False] * 10
-    assert not s.reference.starts and not s.candidate.starts  # no engine was needed
+    # each engine started once and answered the 300 items as one batch
+    assert s.reference.starts == s.candidate.starts == 1
+    assert [b["requests"] for b in s.reference.batches] == [300] == [b["requests"] for b in s.candidate.batches]
 
 
 def test_identical_outcomes_on_300_items_are_equivalent(tmp_path):
@@ -266,7 +332,7 @@ def test_report_section_and_html(tmp_path):
         ci = st.binomtest(k, 300).proportion_ci(method="exact")
         assert f"{acc} [{ci.low:.1%}, {ci.high:.1%}]" in page
     assert page.index(">lost<") < page.index(">gained<")
-    assert "hf (reference)" in page and "McNemar exact p" in page and "power" in page
+    assert "<th>ref accuracy" in page and "<th>cand accuracy" in page and "McNemar exact p" in page and "power" in page
     write_html(tmp_path / "r.html", doc)
     full = (tmp_path / "r.html").read_text()
     assert "Quality on labelled tasks" in full and "sums-000" in full
