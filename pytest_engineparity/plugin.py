@@ -213,7 +213,7 @@ def pytest_runtestloop(session: pytest.Session) -> None:
     # only when the collected tests declared requests: then both engines are surely needed (a run of
     # opt-in checks that all skip, or a staging-compile check of an engine dir, starts nothing)
     # (staging-compile checks an engine dir against this machine and skips without a baseline)
-    if not ps.requests or not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ()))
+    if not ps.declared or not any(_ENGINE_FIXTURES & set(getattr(i, "fixturenames", ()))
                                   and i.stash.get(_ITEM_STEP, None) != "staging-compile" for i in session.items):
         return
     tr = session.config.pluginmanager.get_plugin("terminalreporter")

@@ -169,12 +169,12 @@ class ParitySession:
         self.reference = self.candidate if cfg.single_engine else EngineHandle("reference", ref, log_dir, self._notify)
         self.policy = EquivalencePolicy(similarity_threshold=cfg.similarity, top_k=cfg.top_k,
                                         tie_tolerance=cfg.tie_tolerance)
-        self.requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
-        self.aux: set[str] = set()  # keys of auxiliary requests (see register)
-        self.results: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
-        self.self_runs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
+        self._requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
+        self._aux: set[str] = set()  # keys of auxiliary requests (see register)
+        self._results: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
+        self._self_runs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
         self.similarity: dict[str, Optional[float]] = {}
-        self.checks: list[Check] = []
+        self._checks: list[Check] = []
         self.noise_floor: dict[str, Any] = {}
         self.timings: dict[str, float] = {"similarity_s": 0.0}
         self._scorer: Any = None
@@ -182,9 +182,26 @@ class ParitySession:
         self.schedule = "sequential"  # or "concurrent" (engines on disjoint GPUs)
         # extra report sections (JSON top-level keys) filled by the check modules:
         # "latency", "limits", "baseline", "quality"; each module renders its own HTML part
-        self.sections: dict[str, Any] = {}
+        self._sections: dict[str, Any] = {}
         self._state: dict[str, Any] = {}  # per-session state of check families (SessionContext.state)
         self._retok: Optional[tuple[Any, str]] = None  # (Retokenizer or None, note)
+
+    # read-only views of what the session keeps (its dicts are its own; families go through
+    # SessionContext, the report and the plugin read these)
+    @property
+    def declared(self) -> int:
+        """How many requests the suite declared (auxiliary ones included)."""
+        return len(self._requests)
+
+    @property
+    def checks(self) -> tuple[Check, ...]:
+        """The checks recorded so far, in order."""
+        return tuple(self._checks)
+
+    @property
+    def sections(self) -> Mapping[str, Any]:
+        """The report sections the check families filled (JSON top-level keys)."""
+        return MappingProxyType(self._sections)
 
     def state(self, key: str, factory: Callable[[], Any]) -> Any:
         if key not in self._state:
@@ -198,18 +215,18 @@ class ParitySession:
         the suite's equivalence rate, the noise floor or the report's prompt list."""
         for r in requests:
             k = r.key()
-            if k not in self.requests:
-                self.requests[k] = r
+            if k not in self._requests:
+                self._requests[k] = r
                 if aux:
-                    self.aux.add(k)
+                    self._aux.add(k)
             elif not aux:
-                self.aux.discard(k)  # declared as a suite prompt too: it counts as one
+                self._aux.discard(k)  # declared as a suite prompt too: it counts as one
 
     def suite_keys(self) -> list[str]:
-        return [k for k in self.requests if k not in self.aux]
+        return [k for k in self._requests if k not in self._aux]
 
     def _pending(self) -> list[GenerationRequest]:
-        return [r for k, r in self.requests.items() if k not in self.results["candidate"]]
+        return [r for k, r in self._requests.items() if k not in self._results["candidate"]]
 
     @property
     def handles(self) -> list[EngineHandle]:
@@ -225,11 +242,11 @@ class ParitySession:
             handle.ensure_started()  # a dead engine fails here, before the other does any work
         for handle, outs in self._both(lambda h: h.generate(pending, label="suite batch")):
             for r, c in zip(pending, outs):
-                self.results[handle.role][r.key()] = c
+                self._results[handle.role][r.key()] = c
         if self.reference is self.candidate:  # one engine: the same completions on both sides
             for r in pending:
-                self.results["reference"][r.key()] = self.results["candidate"][r.key()]
-        suite = [r for r in pending if r.key() not in self.aux]
+                self._results["reference"][r.key()] = self._results["candidate"][r.key()]
+        suite = [r for r in pending if r.key() not in self._aux]
         if self.cfg.noise_floor and len(suite) >= 2:
             self._self_runs(suite)
         self._score(suite)
@@ -287,23 +304,23 @@ class ParitySession:
         # at the same time when the engines sit on disjoint GPUs, as the suite batch
         for handle, outs in self._both(again):
             for r, c in zip(order, outs):
-                self.self_runs[handle.role][r.key()] = c
+                self._self_runs[handle.role][r.key()] = c
         if self.reference is self.candidate:
-            self.self_runs["reference"].update(self.self_runs["candidate"])
+            self._self_runs["reference"].update(self._self_runs["candidate"])
         self._update_noise_floor()
 
     def _update_noise_floor(self) -> None:
         for role in ("reference", "candidate"):
-            keys = [k for k in self.suite_keys() if k in self.self_runs[role]]
+            keys = [k for k in self.suite_keys() if k in self._self_runs[role]]
             if keys:
-                sc = self_consistency([self.results[role][k] for k in keys], [self.self_runs[role][k] for k in keys])
+                sc = self_consistency([self._results[role][k] for k in keys], [self._self_runs[role][k] for k in keys])
                 self.noise_floor[role] = sc.to_dict()
 
     def _score(self, requests: list[GenerationRequest]) -> None:
         pairs, keys = [], []
         for r in requests:
             k = r.key()
-            a, b = self.results["reference"][k], self.results["candidate"][k]
+            a, b = self._results["reference"][k], self._results["candidate"][k]
             if a.ok and b.ok and (list(a.token_ids) != list(b.token_ids) or a.text != b.text):
                 pairs.append((a.text, b.text))
                 keys.append(k)
@@ -334,13 +351,13 @@ class ParitySession:
         """The pair's result for one request; ``run=False`` only reads what already ran."""
         k = request.key()
         if run:
-            if k not in self.requests:
+            if k not in self._requests:
                 self.single_calls += 1  # built at run time: one call, not part of the suite batch
                 self.register([request])
             self.run_pending()
-        ref, cand = self.results["reference"][k], self.results["candidate"][k]
+        ref, cand = self._results["reference"][k], self._results["candidate"][k]
         if k not in self.similarity and ref.ok and cand.ok and ref.text != cand.text:
-            self._score([self.requests[k]])  # an auxiliary request compared as a pair: score it now
+            self._score([self._requests[k]])  # an auxiliary request compared as a pair: score it now
         comp = compare_pair(ref, cand, self.similarity.get(k), policy or self.policy,
                             ref_caps=self.capabilities("reference"), cand_caps=self.capabilities("candidate"),
                             retokenizer=self.retokenizer() if not (ref.token_ids and cand.token_ids) else None)
@@ -372,21 +389,21 @@ class ParitySession:
             sources = [TokenSource(h.role, h.name, via(h), bool(self.capabilities(h.role).token_ids))
                        for h in (self.candidate, self.reference)]
             self._retok = choose_retokenizer(sources)
-            self.sections.setdefault("comparison", {})["retokenizer"] = self._retok[1]
+            self._sections.setdefault("comparison", {})["retokenizer"] = self._retok[1]
         return self._retok[0]
 
     def finished_results(self) -> list[PairResult]:
         """Results both engines produced, without running anything (for reports at the end)."""
-        return [self.result(self.requests[k], run=False) for k in self.suite_keys()
-                if k in self.results["reference"] and k in self.results["candidate"]]
+        return [self.result(self._requests[k], run=False) for k in self.suite_keys()
+                if k in self._results["reference"] and k in self._results["candidate"]]
 
     def all_results(self, policy: Optional[EquivalencePolicy] = None) -> list[PairResult]:
         """The suite prompts' results (auxiliary requests excluded)."""
         self.run_pending()
-        return [self.result(self.requests[k], policy) for k in self.suite_keys()]
+        return [self.result(self._requests[k], policy) for k in self.suite_keys()]
 
     def record(self, check: Check) -> None:
-        self.checks.append(check)
+        self._checks.append(check)
 
     def close(self) -> None:
         for h in self.handles[::-1]:
@@ -502,13 +519,13 @@ class SessionContext:
         return self._s.all_results(policy or self.policy)
 
     def suite_requests(self) -> list[GenerationRequest]:
-        return [self._s.requests[k] for k in self._s.suite_keys()]
+        return [self._s._requests[k] for k in self._s.suite_keys()]
 
     def completions(self, role: str) -> Mapping[str, Completion]:
-        return MappingProxyType(self._s.results[role])
+        return MappingProxyType(self._s._results[role])
 
     def self_run(self, role: str, request: GenerationRequest) -> Optional[Completion]:
-        return self._s.self_runs[role].get(request.key())
+        return self._s._self_runs[role].get(request.key())
 
     @property
     def noise_floor(self) -> Mapping[str, Any]:
@@ -522,14 +539,14 @@ class SessionContext:
         return self._record(name, verdict, detail, numbers or {})
 
     def section(self, name: str, default: Optional[Callable[[], Any]] = None) -> Any:
-        if name not in self._s.sections:
+        if name not in self._s._sections:
             if default is None:
                 return None
-            self._s.sections[name] = default()
-        return self._s.sections[name]
+            self._s._sections[name] = default()
+        return self._s._sections[name]
 
     def set_section(self, name: str, value: Any) -> None:
-        self._s.sections[name] = value
+        self._s._sections[name] = value
 
     def state(self, key: str, factory: Callable[[], T]) -> T:
         return self._s.state(key, factory)
