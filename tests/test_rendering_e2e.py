@@ -226,3 +226,18 @@ def test_openai_path_names_bos_doubled_from_usage_counts(pytester, vllm_http):
     pp = checks["prompt-parity"]["numbers"]
     assert pp["basis"] == {"ids": 0, "count": 28} and pp["unchecked"] == 0
     assert pp["names"] == {"BOS doubled on the candidate": 21, "BOS added by the candidate": 7}
+
+
+@pytest.mark.slow
+def test_openai_path_names_another_chat_template_from_usage_counts(pytester, vllm_http):
+    """The server returns only ``usage.prompt_tokens``: the template difference is still found on
+    exactly the chats it renders differently, and named from the candidate's own ids."""
+    result, doc, checks = run_suite(pytester, f"--engine-pair=openai:{vllm_http}/v1,other-template")
+    assert result.ret != 0
+    pp = checks["prompt-parity"]["numbers"]
+    assert pp["basis"] == {"ids": 0, "count": 28} and pp["unchecked"] == 0
+    assert pp["names"] == {"chat template differs": 16}
+    diff = differing(doc)
+    assert set(diff) == USER_ONLY
+    assert all("shorter; the candidate's rendering has no system turn" in p["name"] for p in diff.values())
+    assert checks["rendering-preflight"]["verdict"] == "fail"
