@@ -67,14 +67,15 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_USER_PROMPTS] = sample_requests(reqs, cfg.sample, cfg.seed, where=cfg.prompts)
         except PromptFileError as exc:
             raise pytest.UsageError(f"--parity-prompts: {exc}") from None
-    if cfg.tasks:
-        from .checks.quality import TaskFileError, load_tasks
+    from .checks import FAMILIES, family_class
 
-        try:
-            load_tasks(cfg.tasks if os.path.isabs(cfg.tasks) or os.path.exists(cfg.tasks)
-                       else os.path.join(str(config.rootpath), cfg.tasks), cfg.max_tokens)
-        except (TaskFileError, OSError) as exc:
-            raise pytest.UsageError(f"--parity-tasks: {exc}") from None
+    for name in FAMILIES:  # each check family checks its own options before any engine starts
+        validate = getattr(family_class(name), "validate_options", None)
+        if validate is not None:
+            try:
+                validate(cfg, str(config.rootpath))
+            except ConfigError as exc:
+                raise pytest.UsageError(str(exc)) from None
     from .session import ParitySession
 
     tr = config.pluginmanager.get_plugin("terminalreporter")

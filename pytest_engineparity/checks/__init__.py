@@ -3,8 +3,9 @@
 Where a new check goes: a module here with a class taking one ``CheckContext`` (``context.py``),
 ``name`` (its attribute on ``engine_pair``), ``section`` (its report key, or None) and
 ``render_html(doc)``, optionally ``preflight()`` (run once both engines are up, before the first
-test; returns the lines shown at the top of the run) and ``terminal_lines(doc)`` (its lines in the
-summary at the end); one line in ``FAMILIES``; a suite file in
+test; returns the lines shown at the top of the run), ``terminal_lines(doc)`` (its lines in the
+summary at the end) and ``validate_options(cfg, rootdir)`` (its options checked at start: raise
+``ConfigError``, a usage error); one line in ``FAMILIES``; a suite file in
 ``suites/``. The fixture exposes
 ``engine_pair.<name>`` and delegates ``engine_pair.<public method>`` to it; the report renders its
 section. Shared tools: ``compare`` (per-prompt layers), ``stats``, ``semantic``, ``verdicts``.
@@ -30,7 +31,7 @@ FAMILIES: dict[str, str] = {
 
 
 # what every family has (or may have) for the plugin; not delegated as ``engine_pair.<method>``
-HOOKS = ("name", "section", "render_html", "preflight", "terminal_lines")
+HOOKS = ("name", "section", "render_html", "preflight", "terminal_lines", "validate_options")
 
 
 def family_class(name: str) -> Any:

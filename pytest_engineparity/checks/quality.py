@@ -680,6 +680,19 @@ class QualityChecks:
     def render_html(doc: Any) -> str:
         return html_section(doc)
 
+    @staticmethod
+    def validate_options(cfg: Any, rootdir: str) -> None:
+        """At start, before any engine: a bad ``--parity-tasks`` is a usage error naming it."""
+        from ..errors import ConfigError
+
+        if not cfg.tasks:
+            return
+        path = cfg.tasks if os.path.isabs(cfg.tasks) or os.path.exists(cfg.tasks) else os.path.join(rootdir, cfg.tasks)
+        try:
+            load_tasks(path, cfg.max_tokens)
+        except (TaskFileError, OSError) as exc:
+            raise ConfigError(f"--parity-tasks: {exc}") from None
+
     def _task_sets(self, tasks: Any) -> list[TaskSet]:
         cfg = self._ctx.cfg
         if cfg.tasks:  # --parity-tasks replaces the task sets a test names, like --parity-prompts
