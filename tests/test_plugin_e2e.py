@@ -45,9 +45,9 @@ def test_correct_pair_passes_the_builtin_suite(pytester):
     for e in doc["engines"]:
         assert e["starts"] == 1
         assert e["batches"][0]["label"] == "suite batch" and e["batches"][0]["requests"] == 120 + 120 + 5
+        assert 300 in [b["requests"] for b in e["batches"]]
     result.stdout.fnmatch_lines(["*engine parity: pre-flight*", "rendering pre-flight (5 chat and completion "
                                  "requests): PASS: every checked request rendered alike: 5/5 (5 by ids)"])
-        assert 300 in [b["requests"] for b in e["batches"]]
     # the only one-request calls are the Hypothesis examples, drawn at run time
     assert doc["summary"]["single_calls"] <= 20
     assert {"vllm", "hf"} == {e["name"] for e in doc["engines"]}
