@@ -172,7 +172,7 @@ class ParitySession:
         self._requests: dict[str, GenerationRequest] = {}  # key -> request, in declaration order
         self._aux: set[str] = set()  # keys of auxiliary requests (see register)
         self._results: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
-        self._self_runs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
+        self._self_outputs: dict[str, dict[str, Completion]] = {"reference": {}, "candidate": {}}
         self.similarity: dict[str, Optional[float]] = {}
         self._checks: list[Check] = []
         self.noise_floor: dict[str, Any] = {}
@@ -304,16 +304,16 @@ class ParitySession:
         # at the same time when the engines sit on disjoint GPUs, as the suite batch
         for handle, outs in self._both(again):
             for r, c in zip(order, outs):
-                self._self_runs[handle.role][r.key()] = c
+                self._self_outputs[handle.role][r.key()] = c
         if self.reference is self.candidate:
-            self._self_runs["reference"].update(self._self_runs["candidate"])
+            self._self_outputs["reference"].update(self._self_outputs["candidate"])
         self._update_noise_floor()
 
     def _update_noise_floor(self) -> None:
         for role in ("reference", "candidate"):
-            keys = [k for k in self.suite_keys() if k in self._self_runs[role]]
+            keys = [k for k in self.suite_keys() if k in self._self_outputs[role]]
             if keys:
-                sc = self_consistency([self._results[role][k] for k in keys], [self._self_runs[role][k] for k in keys])
+                sc = self_consistency([self._results[role][k] for k in keys], [self._self_outputs[role][k] for k in keys])
                 self.noise_floor[role] = sc.to_dict()
 
     def _score(self, requests: list[GenerationRequest]) -> None:
@@ -525,7 +525,7 @@ class SessionContext:
         return MappingProxyType(self._s._results[role])
 
     def self_run(self, role: str, request: GenerationRequest) -> Optional[Completion]:
-        return self._s._self_runs[role].get(request.key())
+        return self._s._self_outputs[role].get(request.key())
 
     @property
     def noise_floor(self) -> Mapping[str, Any]:

@@ -37,13 +37,13 @@ def engines(candidate_args: str) -> str:
                    f"args = {{ default = \"ok\"{args} }}\n" for name, args in (("ref", ""), ("cand", candidate_args)))
 
 
-def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, candidate_args: str):
+def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, candidate_args: str, noise_floor: str = "false"):
     # the adapter is named module:Class: importable by pytest itself too, not only by its workers
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
     pytester.makepyfile(test_suite=SUITE)
     pytester.makefile(".toml", engines=engines(candidate_args))
     return pytester.runpytest_subprocess("--engine-pair=ref,cand", "--engine-config=engines.toml",
-                                         "--parity-noise-floor=false", "--parity-report=r.json", "-p",
+                                         f"--parity-noise-floor={noise_floor}", "--parity-report=r.json", "-p",
                                          "no:cacheprovider", timeout=120)
 
 
@@ -68,9 +68,12 @@ def test_a_template_difference_is_shown_once_at_the_top_before_any_test_runs(pyt
 
 
 def test_a_pair_that_renders_alike_passes_the_preflight_and_says_so_at_the_top(pytester, monkeypatch):
-    result = run(pytester, monkeypatch, "")
+    # with the noise floor on: the self-runs ride the pre-flight too, before the first test
+    result = run(pytester, monkeypatch, "", noise_floor="true")
     out = result.stdout.str()
     assert result.ret == 0, out[-3000:]
+    assert "could not run" not in out
+    result.stdout.fnmatch_lines(["prompts: 3, exact: 3, equivalent: 3, reference noise floor 3/3, candidate noise floor 3/3"])
     assert out.count("rendering pre-flight (5 chat and completion requests): PASS: every checked request "
                      "rendered alike: 5/5 (5 by count)") == 1
     result.assert_outcomes(passed=4)
