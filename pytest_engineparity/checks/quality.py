@@ -687,9 +687,8 @@ class QualityChecks:
 
         if not cfg.tasks:
             return
-        path = cfg.tasks if os.path.isabs(cfg.tasks) or os.path.exists(cfg.tasks) else os.path.join(rootdir, cfg.tasks)
         try:
-            load_tasks(path, cfg.max_tokens)
+            resolve_task_sources(cfg.tasks, cfg.max_tokens, rootdir)  # the resolution the family uses later
         except (TaskFileError, OSError) as exc:
             raise ConfigError(f"--parity-tasks: {exc}") from None
 

@@ -960,7 +960,7 @@ class RenderingChecks:
             return []
         res = self._preflight()
         head = f"rendering pre-flight ({len(res.items)} chat and completion requests): {res.verdict.upper()}: {res.detail}"
-        return [head] + ([ln for ln in res.lines] if res.verdict == FAIL else [])
+        return [head] + (list(res.lines) if res.verdict == FAIL else [])
 
     def assert_rendering_preflight(self) -> FamilyResult:
         """The pre-flight requests (:func:`preflight_requests`) rendered alike: check
