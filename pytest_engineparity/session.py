@@ -534,6 +534,10 @@ class SessionContext:
     def similarities(self, pairs: list[tuple[str, str]]) -> list[float]:
         return self._s.similarities(pairs)
 
+    def retokenizer(self) -> Any:
+        """One tokenizer for both texts of a pair where a side returned text only (None: none)."""
+        return self._s.retokenizer()
+
     # checks, report sections, state
     def record(self, name: str, verdict: str, detail: str = "", numbers: Optional[dict] = None) -> Any:
         return self._record(name, verdict, detail, numbers or {})

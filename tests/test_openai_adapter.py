@@ -556,7 +556,7 @@ def test_a_chunk_with_several_token_ids_stamps_each_with_its_time(fake: FakeServ
     raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
     fake.actions.append(Action(raw=raw + b": keep-alive comment\n\ndata: [DONE]\n\n"))
     eng = engine(fake.url)
-    (c,) = eng.generate([GenerationRequest(prompt="p", max_tokens=8, logprobs=None)])
+    (c,) = eng.generate([GenerationRequest(prompt="p", max_tokens=8, logprobs=None, stop_token_ids=(2,))])
     assert_streamed_ok(c, 4)
     assert c.token_ids == [11, 12, 13, 14] and c.text == " a b c d"
     times = c.timings.token_times
@@ -564,6 +564,22 @@ def test_a_chunk_with_several_token_ids_stamps_each_with_its_time(fake: FakeServ
     assert c.timings.itl[:2] == [0.0, 0.0]
     assert c.finish_reason == "stop" and c.stop_reason == 2 and c.prompt_token_count == 2
     assert c.warnings == []
+
+
+def test_a_stop_id_the_request_did_not_ask_for_is_an_eos_stop(fake: FakeServer,
+                                                              engine: Callable[..., OpenAIEngine]) -> None:
+    """vLLM folds a model's extra EOS ids (generation_config) into its stop ids and reports the one
+    it stopped on as ``stop_reason``: for a request that asked for no stop ids that is an EOS stop,
+    reported as None (as the in-process adapters do), with a warning saying so."""
+    chunks = [{"choices": [{"index": 0, "text": " a", "token_ids": [11]}]},
+              {"choices": [{"index": 0, "text": "", "token_ids": [7], "finish_reason": "stop", "stop_reason": 7}]},
+              {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 2, "total_tokens": 4}}]
+    raw = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
+    fake.actions.append(Action(raw=raw + b"data: [DONE]\n\n"))
+    eng = engine(fake.url)
+    (c,) = eng.generate([GenerationRequest(prompt="p", max_tokens=8, logprobs=None, stop_token_ids=(5,))])
+    assert c.finish_reason == "stop" and c.stop_reason is None and c.token_ids == [11, 7]
+    assert any("stop_reason 7 (a model EOS id" in w for w in c.warnings)
 
 
 def test_503_with_retry_after_is_retried_and_counted(fake: FakeServer, engine: Callable[..., OpenAIEngine]) -> None:

@@ -16,10 +16,11 @@ from typing import Any, Callable, Optional
 import pytest
 
 from pytest_engineparity.checks import FAMILIES, HOOKS, family_class
+from pytest_engineparity.checks.compare import Retokenizer
 from pytest_engineparity.checks.rendering import (
     CHECK_PREFLIGHT, CHECK_PROMPT, CHECK_TERMINATION, DIFFERS, SAME, UNCHECKED, Decoder, RenderingChecks,
     html_section, judge_eos, judge_prompt, preflight_requests, special_tokens_in, summarize_prompts,
-    termination_stats, tokenizer_facts,
+    content_lengths, termination_stats, tokenizer_facts,
 )
 from pytest_engineparity.config import ParityConfig
 from pytest_engineparity.errors import ParityMismatch
@@ -274,7 +275,10 @@ class View:
 class RecordedContext:
     """A CheckContext over recorded completions: requests map to (reference, candidate)."""
 
-    def __init__(self, rows: dict, facts_dir: Optional[str] = None, eos: tuple = (None, None)):
+    def __init__(self, rows: dict, facts_dir: Optional[str] = None, eos: tuple = (None, None),
+                 retokenizer: Any = None):
+        self._retokenizer = retokenizer
+        self.retokenizer_asked = 0
         self.cfg = ParityConfig()
         self.policy = None
         self.properties: list = []
@@ -318,6 +322,10 @@ class RecordedContext:
 
     def state(self, key: str, factory: Callable[[], Any]) -> Any:
         return self._state.setdefault(key, factory())
+
+    def retokenizer(self) -> Any:
+        self.retokenizer_asked += 1
+        return self._retokenizer
 
 
 def rows_of(*triples) -> dict:
@@ -423,6 +431,78 @@ def test_family_termination_shared_special_tokens_are_not_a_failure():
                                            comp(count=3, tokens=[7, 2], finish="stop", text=leak)) for q in qs]))
     with pytest.raises(ParityMismatch, match=r"special tokens in the candidate's text only on 30"):
         RenderingChecks(only_cand).assert_termination_parity()
+
+
+# -- lengths when a side returns text only (trtllm-serve over a compiled engine) ---------------
+# vLLM lists the EOS id it stopped on in its ids (the family strips it); trtllm-serve returns no
+# ids, and its usage.completion_tokens counts the EOS it generated: the same answer must have the
+# same length, or short answers read as a longer candidate (+1 token on every EOS stop).
+
+
+def embedded_retokenizer(model_dir: str) -> Retokenizer:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    return Retokenizer(lambda text: tok(text, add_special_tokens=False)["input_ids"], "embedded tokenizer")
+
+
+def short_answers(model_dir: str, ran_on: int = 0) -> list:
+    """40 short answers (2-4 tokens, then EOS 2): the reference with its ids, the candidate text
+    only with a usage count that includes the EOS; ``ran_on`` of them where the candidate ran on
+    to max_tokens (24) with a longer text."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    words = ["Paris.", "Yes.", "No.", "Blue.", "42.", "Rome.", "True.", "Cats."]
+    triples = []
+    for i in range(40):
+        q = GenerationRequest(prompt=f"q{i}", max_tokens=24, id=f"q{i}")
+        text = words[i % len(words)]
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        ref = Completion(text=text, token_ids=ids + [2], finish_reason="stop", prompt_token_count=3)
+        if i < ran_on:
+            long = (text + " And then it went on and on about nothing in particular at all") * 2
+            cand = Completion(text=long, finish_reason="length", token_ids_source="none", completion_token_count=24,
+                              prompt_token_count=3)
+        else:
+            cand = Completion(text=text, finish_reason="stop", token_ids_source="none",
+                              completion_token_count=len(ids) + 1, prompt_token_count=3)
+        triples.append((q, ref, cand))
+    return triples
+
+
+def test_a_text_only_candidate_counting_its_eos_is_not_longer_on_short_answers(model_dir):
+    triples = short_answers(model_dir)
+    pairs_ = [(r, c) for _, r, c in triples]
+    # what the old measure saw: ids less the EOS against usage with it: a 1.4x longer candidate
+    naive = termination_stats(pairs_, length=lambda role, x: (len(x.token_ids) - 1 if role == "reference"
+                                                              else x.output_token_count))
+    assert naive.length_verdict == "fail" and naive.length_ratio > 1.3
+    ctx = RecordedContext(rows_of(*triples), eos=([2], None), retokenizer=embedded_retokenizer(model_dir))
+    res = RenderingChecks(ctx).assert_termination_parity()
+    assert res.verdict == "pass", res.detail
+    numbers = ctx.records[-1][3]
+    assert numbers["length_basis"] == {"ids": 0, "text": 40, "count": 0} and numbers["length_ratio"] == 1.0
+    assert "40 by one tokenizer over both texts" in res.detail and ctx.retokenizer_asked == 1
+    # no tokenizer reachable: each engine's count, usage less the EOS on an EOS stop
+    blind = RecordedContext(rows_of(*triples), eos=([2], None))
+    res = RenderingChecks(blind).assert_termination_parity()
+    assert res.verdict == "pass" and blind.records[-1][3]["length_basis"] == {"ids": 0, "text": 0, "count": 40}
+    assert blind.records[-1][3]["length_ratio"] == 1.0
+
+
+def test_a_text_only_candidate_that_runs_on_still_fails(model_dir):
+    for retok in (embedded_retokenizer(model_dir), None):
+        ctx = RecordedContext(rows_of(*short_answers(model_dir, ran_on=12)), eos=([2], None), retokenizer=retok)
+        with pytest.raises(ParityMismatch, match="12 only the reference stopped"):
+            RenderingChecks(ctx).assert_termination_parity()
+        assert ctx.records[-1][3]["length_ratio"] > 2
+
+
+def test_pairs_with_ids_on_both_sides_never_ask_for_a_tokenizer():
+    lengths, basis = content_lengths([(comp(tokens=[7, 7, 2], finish="stop"), comp(tokens=[7, 7], finish="stop"))],
+                                     {"reference": {2}, "candidate": set()}, lambda: pytest.fail("not needed"))
+    assert basis == {"ids": 1, "text": 0, "count": 0} and sorted(lengths.values()) == [2, 2]
 
 
 # -- the architecture: a family is its module and one registry line ---------------------------

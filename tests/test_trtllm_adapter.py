@@ -260,6 +260,10 @@ def test_checkpoint_loads_with_pytorch_class(torch_ckpt: Started, hf_dir: Path) 
     assert info.details["backend"] == "pytorch" and info.details["llm_class"] == "tensorrt_llm.LLM"
     assert info.limits.max_model_len == CKPT_MAX_SEQ_LEN
     assert info.details["dtype"] == "float32"
+    # the EOS set it stops on: the tokenizer's eos_token_id (SamplingParams._setup), declared
+    from transformers import AutoTokenizer
+
+    assert info.details["eos_token_ids"] == [AutoTokenizer.from_pretrained(str(hf_dir)).eos_token_id]
 
 
 def test_engine_built_by_other_version_is_reported(trtllm: Any, tmp_path: Path, hf_dir: Path) -> None:
@@ -346,7 +350,7 @@ def test_greedy_matches_transformers(trt: Started, reference: Any) -> None:
         assert c.token_ids == expected
         assert c.text == reference.tokenizer.decode(expected, skip_special_tokens=True)
         assert c.token_texts == [reference.tokenizer.decode([t]) for t in expected]
-        assert c.prompt_token_count == len(ids)
+        assert c.prompt_token_count == len(ids) and c.prompt_token_ids == list(ids)  # RequestOutput's own
         assert c.finish_reason == ("length" if len(expected) == req.max_tokens else "stop")
         assert c.stop_reason is None and c.warnings == [] and c.logprobs is None
         t = c.timings
@@ -546,3 +550,15 @@ def test_through_worker_process(trt: Started, engine_dir: Path, hf_dir: Path, tm
     assert remote[0].timings.source == "engine-stream" and len(remote[0].timings.token_times) == 6
     assert remote[1].error_type == "ValueError" and "should not exceed max_seq_len (256)" in remote[1].error
     assert tokens == trt.engine.tokenize("Hello world")
+
+
+def test_declared_eos_set_follows_the_version(tmp_path: Path) -> None:
+    """1.x stops on the tokenizer's eos_token_id only; main also on the generation config's other
+    eos ids (added as stop words by SamplingParams._setup): the set the adapter declares."""
+    from pytest_engineparity.engines.trtllm import _eos_ids, _generation_eos
+
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [128001, 128008, 128009]}))
+    tok = type("Tok", (), {"eos_token_id": 128009})()
+    assert _eos_ids(tok) == [128009]
+    assert _eos_ids(tok, _generation_eos(None, tmp_path)) == [128001, 128008, 128009]
+    assert _generation_eos(tmp_path / "missing") == [] and _eos_ids(type("T", (), {"eos_token_id": None})()) is None

@@ -634,6 +634,56 @@ class TerminationStats:
         return asdict(self)
 
 
+def content_lengths(pairs: Sequence[tuple[Completion, Completion]], eos: Mapping[str, set],
+                    retokenizer: Callable[[], Any]) -> tuple[dict[int, Optional[int]], dict[str, int]]:
+    """Each answer's length in tokens, measured the same way on both sides of a pair, keyed by
+    ``id(completion)``, and how many pairs were measured each way.
+
+    ``ids``: both engines returned their own ids: the ids, less the EOS id an engine lists after
+    stopping on it (vLLM and TensorRT-LLM's PyTorch sampler list it; ``eos[role]`` holds the ids
+    known to end that engine's outputs). ``text``: a side gave text only (a count from ``usage``,
+    which includes the EOS where the other side's ids were stripped of it, or ids recovered from
+    text, which lack it): both texts re-tokenized with one tokenizer (``retokenizer()``, called
+    only when needed), so the same answer has the same length. ``count``: no tokenizer reachable:
+    each engine's own count, a count from ``usage`` less one on an EOS stop (vLLM's and
+    trtllm-serve's ``completion_tokens`` include the EOS token they generated)."""
+    out: dict[int, Optional[int]] = {}
+    basis = {"ids": 0, "text": 0, "count": 0}
+    retok: Any = None
+    asked = False
+    for r, c in pairs:
+        if not (r.ok and c.ok):
+            continue
+        if r.token_ids_source == c.token_ids_source == "engine":
+            for role, x in (("reference", r), ("candidate", c)):
+                n = len(x.token_ids)
+                out[id(x)] = n - 1 if n and _eos_stop(x) and int(x.token_ids[-1]) in eos[role] else n
+            basis["ids"] += 1
+            continue
+        if not asked:
+            asked, retok = True, retokenizer()
+        if retok is not None:
+            try:
+                measured = {id(x): len(retok.tokenize(x.text)) for x in (r, c)}
+            except Exception:  # the tokenizer failed on this text: fall back to the counts
+                measured = None
+            if measured is not None:
+                out.update(measured)
+                basis["text"] += 1
+                continue
+        for x in (r, c):
+            n = x.output_token_count
+            from_usage = x.token_ids_source != "engine" and isinstance(x.completion_token_count, int)
+            if n and from_usage and x.finish_reason == "stop" and x.stop_reason is None:
+                n -= 1
+            elif n and x.token_ids_source == "engine" and _eos_stop(x):
+                role = "reference" if x is r else "candidate"
+                n = n - 1 if int(x.token_ids[-1]) in eos[role] else n
+            out[id(x)] = n
+        basis["count"] += 1
+    return out, basis
+
+
 def termination_stats(pairs: Sequence[tuple[Completion, Completion]], alpha_fail: float = 0.005,
                       confidence: float = 0.95, max_stop_rate_difference: float = 0.10,
                       max_length_ratio: float = 1.10, seed: int = 0, resamples: int = 2000,
@@ -1011,18 +1061,12 @@ class RenderingChecks:
                                     "detail": f"special token(s) {', '.join(toks)} in the output text of {who}"})
         margin = (1.0 - float(ctx.cfg.min_equivalence)) if max_stop_rate_difference is None else max_stop_rate_difference
         alpha = float(ctx.cfg.alpha_per_decision)
-        def content_length(role: str, c: Completion) -> Optional[int]:
-            """Output tokens without the EOS id an engine lists after stopping on it (vLLM does,
-            TensorRT-LLM and a text-only stream do not): the same answer, the same length."""
-            n = c.output_token_count
-            if n and c.token_ids_source == "engine" and _eos_stop(c) and int(c.token_ids[-1]) in known[role]:
-                return n - 1
-            return n
-
-        stats = termination_stats([(r, c) for q, r, c in rows if not q.ignore_eos], alpha_fail=alpha,
+        judged = [(r, c) for q, r, c in rows if not q.ignore_eos]
+        lengths, length_basis = content_lengths(judged, known, ctx.retokenizer)
+        stats = termination_stats(judged, alpha_fail=alpha,
                                   confidence=float(ctx.cfg.confidence), max_stop_rate_difference=margin,
                                   max_length_ratio=max_length_ratio, seed=int(getattr(ctx.cfg, "seed", 0) or 0),
-                                  length=content_length)
+                                  length=lambda role, c: lengths.get(id(c)))
         declared = [eos_sets[r]["declared"] for r in ROLES]
         eos_warn = None not in declared and set(declared[0]) != set(declared[1])
         verdicts = [stats.verdict] + [FAIL for _ in findings] + [f["verdict"] for f in sp_findings]
@@ -1045,12 +1089,17 @@ class RenderingChecks:
         if eos_warn:
             parts.append(f"declared EOS ids differ: reference {declared[0]}, candidate {declared[1]}")
         parts.append(stats.message)
+        if length_basis["text"] or length_basis["count"]:
+            parts.append(f"lengths measured on {length_basis['ids']} pair(s) by the engines' token ids, "
+                         f"{length_basis['text']} by one tokenizer over both texts (a side returned text only), "
+                         f"{length_basis['count']} by the engines' own counts (no tokenizer reachable)")
         detail = "; ".join(parts)
         lines = [f"  {f.label}: {f.detail}" for f in findings[:5]]
         lines += [f"  {f['label']}: {f['detail']}" for f in cand_sp[:3]]
         if stats.verdict == FAIL:
             lines.append(f"  {stats.message}")
         numbers = {**stats.to_dict(), "alpha_fail": alpha, "requests": len(rows), "eos_findings": len(findings),
+                   "length_basis": length_basis,
                    "special_findings": {v: sum(f["verdict"] == v for f in sp_findings) for v in (FAIL, WARN, SHARED)},
                    "eos": {r: {k: v for k, v in eos_sets[r].items() if k != "recurring"} for r in ROLES}}
         res = FamilyResult(CHECK_TERMINATION, verdict, detail, numbers, lines, findings)

@@ -1017,7 +1017,7 @@ class OpenAIEngine:
             if len(token_ids) != len(st.token_times):  # cannot happen: ids drive the clock
                 warnings.append(f"{len(token_ids)} token ids but {len(st.token_times)} token times")
         elif (logprobs and token_texts is not None and len(logprobs) == len(st.token_times)
-              and "".join(token_texts) == text):
+              and self._spells(token_texts, text)):
             token_ids = [lp.token_id for lp in logprobs]
             ids_source = "recovered"
             warnings.append(
@@ -1038,13 +1038,20 @@ class OpenAIEngine:
             )
         if st.finish_reason is None:
             warnings.append("the stream ended with [DONE] but no finish_reason")
+        stop_reason = st.stop_reason
+        if isinstance(stop_reason, int) and not isinstance(stop_reason, bool) and stop_reason not in req.stop_token_ids:
+            # vLLM folds the model's extra EOS ids (generation_config) into its stop ids and reports
+            # the one it stopped on as stop_reason; the request asked for none: an EOS stop
+            warnings.append(f"the server reported stop_reason {stop_reason} (a model EOS id, not one the request "
+                            "asked for) for an EOS stop; reported as None, like every other engine")
+            stop_reason = None
         times = list(st.token_times)
         return Completion(
             text=text,
             token_ids=token_ids,
             token_texts=token_texts,
             finish_reason=st.finish_reason,
-            stop_reason=st.stop_reason,
+            stop_reason=stop_reason,
             logprobs=logprobs,
             prompt_token_count=prompt_count,
             token_ids_source=ids_source,
@@ -1101,6 +1108,20 @@ class OpenAIEngine:
                 f" only and their ids cannot be known ({why})"
             )
         return out, (texts if any_text and len(texts) == len(out) else None), notes
+
+    def _spells(self, token_texts: list[str], text: str) -> bool:
+        """Whether the logprob token texts spell the output text: exactly, or but for trailing
+        special tokens the text skips (the EOS an engine lists after stopping on it, e.g.
+        trtllm-serve, whose outputs keep the end id while the text skips special tokens)."""
+        if "".join(token_texts) == text:
+            return True
+        specials = set(getattr(self._tokenizer, "all_special_tokens", None) or ())
+        k = len(token_texts)
+        while k > 0 and token_texts[k - 1] in specials:
+            k -= 1
+            if "".join(token_texts[:k]) == text:
+                return True
+        return False
 
     def _ensure_text_index(self) -> None:
         """Map token text -> id for texts that exactly one token decodes to (needs spec.tokenizer)."""

@@ -282,6 +282,12 @@ class TRTLLMEngine:
             "tensorrt_llm_series": series,
             "capabilities": capabilities,
             "latency_path": NON_PRODUCTION_TIMINGS if (target.is_engine and gather) else "production",
+            # the ids that end an output: SamplingParams._setup sets end_id = tokenizer.eos_token_id
+            # (tensorrt_llm/sampling_params.py at 000a01de (1.0) and a98a9061; kimi_k2 alone takes
+            # the generation config's); on main (2026) _setup also adds the generation config's
+            # other eos_token_id entries as stop_token_ids (stop-word trimming unit test, stored
+            # id 71082516167): stopped on, reported as stop_reason=id and trimmed from token_ids
+            "eos_token_ids": _eos_ids(self._tokenizer, _generation_eos(tok_dir, target.path) if series == "main" else ()),
         }
         if target.engine is not None:
             eng = target.engine
@@ -440,14 +446,22 @@ class TRTLLMEngine:
                 room = f" (prompt {prompt_len} tokens, max_seq_len {self._max_seq_len})"
             warnings.append(
                 f"max_tokens {request.max_tokens} clamped by the engine: produced {len(ids)} tokens{room}")
+        stop_reason = out.stop_reason
+        if isinstance(stop_reason, int) and not isinstance(stop_reason, bool) and stop_reason not in request.stop_token_ids:
+            # a stop id the request did not ask for (a model EOS id a version adds as a stop word):
+            # an EOS stop, reported as None like every other engine's
+            warnings.append(f"tensorrt_llm reported stop_reason {stop_reason} (a model EOS id, not one the request "
+                            "asked for) for an EOS stop; reported as None, like every other engine")
+            stop_reason = None
         return Completion(
             text=out.text,
             token_ids=ids,
             token_texts=[self._decode_one(t) for t in ids],
             finish_reason=out.finish_reason,
-            stop_reason=out.stop_reason,
+            stop_reason=stop_reason,
             logprobs=logprobs,
             prompt_token_count=prompt_len,
+            prompt_token_ids=list(out.prompt_token_ids) if out.prompt_token_ids is not None else None,
             timings=timings,
             warnings=warnings,
         )
@@ -457,6 +471,30 @@ class TRTLLMEngine:
 
 
 # -- pure mapping (no tensorrt_llm) -------------------------------------------------------------
+def _eos_ids(tokenizer: Any, generation_eos: Sequence[int] = ()) -> Optional[list]:
+    """The EOS set TensorRT-LLM stops on by default: the tokenizer's ``eos_token_id``, plus the
+    generation config's ids where the version adds them as stop words."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if not (isinstance(eos, int) and not isinstance(eos, bool)):
+        return None
+    return sorted({int(eos), *(int(t) for t in generation_eos)})
+
+
+def _generation_eos(*folders: Any) -> list:
+    """``eos_token_id`` of the first ``generation_config.json`` found in ``folders`` (an int or a
+    list in the file), [] when there is none."""
+    for folder in folders:
+        path = Path(str(folder)) / "generation_config.json" if folder else None
+        if path is None or not path.is_file():
+            continue
+        try:
+            eos = json.loads(path.read_text()).get("eos_token_id")
+        except (OSError, ValueError, AttributeError):
+            return []
+        items = eos if isinstance(eos, list) else [eos]
+        return [int(t) for t in items if isinstance(t, int) and not isinstance(t, bool)]
+    return []
+
 
 
 def sampling_kwargs(request: GenerationRequest, add_special_tokens: bool = True,

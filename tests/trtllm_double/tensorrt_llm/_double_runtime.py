@@ -470,9 +470,11 @@ class _Executor:
         finish: Optional[str] = None
         stop_reason: Any = None
         if token == end_id:
-            finish = "stop"  # the end id itself is not part of the output (NOT IN CONTRACT)
-            if req.logprob_shape is not None:
-                req.logprobs.pop()
+            # END_ID: the end id stays in token_ids (and its logprob), never trimmed (TorchSampler
+            # appends the token before it checks end_id; main's stop-word trimming unit test:
+            # "The END_ID path never trimmed", token_ids [.., END_ID]); the text skips it
+            finish = "stop"
+            req.generated.append(token)
         else:
             req.generated.append(token)
             for reason, ids in req.stop_words:  # token level: the runtime's stop words
