@@ -446,10 +446,10 @@ def embedded_retokenizer(model_dir: str) -> Retokenizer:
     return Retokenizer(lambda text: tok(text, add_special_tokens=False)["input_ids"], "embedded tokenizer")
 
 
-def short_answers(model_dir: str, ran_on: int = 0) -> list:
+def short_answers(model_dir: str, ran_on: int = 0, usage: bool = True) -> list:
     """40 short answers (2-4 tokens, then EOS 2): the reference with its ids, the candidate text
-    only with a usage count that includes the EOS; ``ran_on`` of them where the candidate ran on
-    to max_tokens (24) with a longer text."""
+    only, with a usage count that includes the EOS (``usage``) or none; ``ran_on`` of them where
+    the candidate ran on to max_tokens (24) with a longer text."""
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -462,11 +462,11 @@ def short_answers(model_dir: str, ran_on: int = 0) -> list:
         ref = Completion(text=text, token_ids=ids + [2], finish_reason="stop", prompt_token_count=3)
         if i < ran_on:
             long = (text + " And then it went on and on about nothing in particular at all") * 2
-            cand = Completion(text=long, finish_reason="length", token_ids_source="none", completion_token_count=24,
-                              prompt_token_count=3)
+            cand = Completion(text=long, finish_reason="length", token_ids_source="none",
+                              completion_token_count=24 if usage else None, prompt_token_count=3)
         else:
             cand = Completion(text=text, finish_reason="stop", token_ids_source="none",
-                              completion_token_count=len(ids) + 1, prompt_token_count=3)
+                              completion_token_count=len(ids) + 1 if usage else None, prompt_token_count=3)
         triples.append((q, ref, cand))
     return triples
 
@@ -482,18 +482,20 @@ def test_a_text_only_candidate_counting_its_eos_is_not_longer_on_short_answers(m
     res = RenderingChecks(ctx).assert_termination_parity()
     assert res.verdict == "pass", res.detail
     numbers = ctx.records[-1][3]
-    assert numbers["length_basis"] == {"ids": 0, "text": 40, "count": 0} and numbers["length_ratio"] == 1.0
-    assert "40 by one tokenizer over both texts" in res.detail and ctx.retokenizer_asked == 1
-    # no tokenizer reachable: each engine's count, usage less the EOS on an EOS stop
-    blind = RecordedContext(rows_of(*triples), eos=([2], None))
-    res = RenderingChecks(blind).assert_termination_parity()
-    assert res.verdict == "pass" and blind.records[-1][3]["length_basis"] == {"ids": 0, "text": 0, "count": 40}
-    assert blind.records[-1][3]["length_ratio"] == 1.0
+    assert numbers["length_basis"] == {"ids": 0, "count": 40, "text": 0, "none": 0} and numbers["length_ratio"] == 1.0
+    assert "40 by a text-only side's own count" in res.detail and ctx.retokenizer_asked == 0
+    # no count at all (a server without usage): one tokenizer over both texts
+    no_usage = RecordedContext(rows_of(*short_answers(model_dir, usage=False)), eos=([2], None),
+                               retokenizer=embedded_retokenizer(model_dir))
+    res = RenderingChecks(no_usage).assert_termination_parity()
+    assert res.verdict == "pass" and no_usage.records[-1][3]["length_basis"]["text"] == 40
+    assert no_usage.records[-1][3]["length_ratio"] == 1.0 and no_usage.retokenizer_asked == 1
 
 
 def test_a_text_only_candidate_that_runs_on_still_fails(model_dir):
-    for retok in (embedded_retokenizer(model_dir), None):
-        ctx = RecordedContext(rows_of(*short_answers(model_dir, ran_on=12)), eos=([2], None), retokenizer=retok)
+    for usage in (True, False):
+        ctx = RecordedContext(rows_of(*short_answers(model_dir, ran_on=12, usage=usage)), eos=([2], None),
+                              retokenizer=embedded_retokenizer(model_dir))
         with pytest.raises(ParityMismatch, match="12 only the reference stopped"):
             RenderingChecks(ctx).assert_termination_parity()
         assert ctx.records[-1][3]["length_ratio"] > 2
@@ -502,7 +504,7 @@ def test_a_text_only_candidate_that_runs_on_still_fails(model_dir):
 def test_pairs_with_ids_on_both_sides_never_ask_for_a_tokenizer():
     lengths, basis = content_lengths([(comp(tokens=[7, 7, 2], finish="stop"), comp(tokens=[7, 7], finish="stop"))],
                                      {"reference": {2}, "candidate": set()}, lambda: pytest.fail("not needed"))
-    assert basis == {"ids": 1, "text": 0, "count": 0} and sorted(lengths.values()) == [2, 2]
+    assert basis == {"ids": 1, "count": 0, "text": 0, "none": 0} and sorted(lengths.values()) == [2, 2]
 
 
 # -- the architecture: a family is its module and one registry line ---------------------------

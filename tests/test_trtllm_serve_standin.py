@@ -242,7 +242,7 @@ def test_adapter_on_trtllm_serve_0_17(engine_dir: Path, hf: Path, tmp_path: Path
 # -- end to end through the plugin: vLLM-CPU against trtllm-serve on a compiled engine ---------------------
 
 
-def _e2e(pytester: pytest.Pytester, url: str, hf: Path, report: str) -> tuple[Any, dict]:
+def _e2e(pytester: pytest.Pytester, url: str, hf: Path, report: str, *files: str) -> tuple[Any, dict]:
     # find_spec, not importorskip: importing vllm into this process is slow, and a second import
     # after pytester restored sys.modules fails in torch ("already registered as an opaque type")
     if importlib.util.find_spec("vllm") is None:
@@ -255,7 +255,7 @@ def _e2e(pytester: pytest.Pytester, url: str, hf: Path, report: str) -> tuple[An
         tokenizer = "{hf}"
     """)
     result = pytester.runpytest_subprocess(
-        "suites/test_semantic_parity.py", "--engine-pair=vllm,trtllm-serve", "--engine-config=engines.toml",
+        "suites/test_semantic_parity.py", *files, "--engine-pair=vllm,trtllm-serve", "--engine-config=engines.toml",
         f"--parity-report={report}", "--parity-noise-floor=false", "-p", "no:cacheprovider", timeout=1500)
     return result, json.loads((pytester.path / report).read_text())
 
@@ -263,9 +263,18 @@ def _e2e(pytester: pytest.Pytester, url: str, hf: Path, report: str) -> tuple[An
 @pytest.mark.slow
 def test_vllm_against_trtllm_serve_on_a_compiled_engine_passes(pytester: pytest.Pytester, engine_url: str,
                                                                hf: Path) -> None:
-    result, doc = _e2e(pytester, engine_url, hf, "r.json")
+    result, doc = _e2e(pytester, engine_url, hf, "r.json", "suites/test_rendering_parity.py")
     assert result.ret == 0, result.stdout.str()[-6000:]
     assert doc["verdict"] == "pass"
+    # rendering and termination with a candidate that returns text only: prompt parity by
+    # usage counts; the server's usage counts the EOS it generated (trtllm-serve keeps the end id)
+    # and vLLM's ids list it: both are taken off, so the same answers have the same lengths
+    checks = {c["name"]: c for s in doc["steps"] for c in s["checks"]}
+    assert checks["prompt-parity"]["verdict"] == "pass" and checks["rendering-preflight"]["verdict"] == "pass"
+    term = checks["termination-parity"]["numbers"]
+    assert checks["termination-parity"]["verdict"] == "pass", checks["termination-parity"]["detail"]
+    assert term["length_basis"] == {"ids": 0, "count": 120, "text": 0, "none": 0}
+    assert 0.98 <= term["length_ratio"] <= 1.02
     engines = {e["role"]: e for e in doc["engines"]}
     cand = engines["candidate"]["capabilities"]
     assert (cand["token_ids"], cand["logprobs_top_k"], cand["tokenize"]) == (False, 1, True)

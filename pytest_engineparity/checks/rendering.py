@@ -636,51 +636,48 @@ class TerminationStats:
 
 def content_lengths(pairs: Sequence[tuple[Completion, Completion]], eos: Mapping[str, set],
                     retokenizer: Callable[[], Any]) -> tuple[dict[int, Optional[int]], dict[str, int]]:
-    """Each answer's length in tokens, measured the same way on both sides of a pair, keyed by
-    ``id(completion)``, and how many pairs were measured each way.
+    """Each answer's length in tokens without the EOS that ended it, measured alike on both sides of
+    a pair, keyed by ``id(completion)``, and how many pairs were measured each way.
 
     ``ids``: both engines returned their own ids: the ids, less the EOS id an engine lists after
-    stopping on it (vLLM and TensorRT-LLM's PyTorch sampler list it; ``eos[role]`` holds the ids
-    known to end that engine's outputs). ``text``: a side gave text only (a count from ``usage``,
-    which includes the EOS where the other side's ids were stripped of it, or ids recovered from
-    text, which lack it): both texts re-tokenized with one tokenizer (``retokenizer()``, called
-    only when needed), so the same answer has the same length. ``count``: no tokenizer reachable:
-    each engine's own count, a count from ``usage`` less one on an EOS stop (vLLM's and
-    trtllm-serve's ``completion_tokens`` include the EOS token they generated)."""
+    stopping on it (vLLM and TensorRT-LLM list it; ``eos[role]`` holds the ids known to end that
+    engine's outputs). ``count``: a side returned text only, with a count (``usage``): its count,
+    less one on an EOS stop (vLLM's and trtllm-serve's ``completion_tokens`` count the EOS they
+    generated: both count every token of ``token_ids``, which keeps the end id). ``text``: a side
+    gave no count: both texts re-tokenized with one tokenizer (``retokenizer()``, called only then;
+    a detokenizer's replacement characters shorten a text, so it comes last); None without one."""
+    def own(role: str, x: Completion) -> Optional[int]:
+        if x.token_ids_source == "engine":
+            n = len(x.token_ids)
+            return n - 1 if n and _eos_stop(x) and int(x.token_ids[-1]) in eos[role] else n
+        n = x.completion_token_count
+        if not isinstance(n, int):
+            return None
+        return n - 1 if n and x.finish_reason == "stop" and x.stop_reason is None else n
+
     out: dict[int, Optional[int]] = {}
-    basis = {"ids": 0, "text": 0, "count": 0}
+    basis = {"ids": 0, "count": 0, "text": 0, "none": 0}
     retok: Any = None
     asked = False
     for r, c in pairs:
         if not (r.ok and c.ok):
             continue
-        if r.token_ids_source == c.token_ids_source == "engine":
-            for role, x in (("reference", r), ("candidate", c)):
-                n = len(x.token_ids)
-                out[id(x)] = n - 1 if n and _eos_stop(x) and int(x.token_ids[-1]) in eos[role] else n
-            basis["ids"] += 1
+        a, b = own("reference", r), own("candidate", c)
+        if a is not None and b is not None:
+            out[id(r)], out[id(c)] = a, b
+            basis["ids" if r.token_ids_source == c.token_ids_source == "engine" else "count"] += 1
             continue
         if not asked:
             asked, retok = True, retokenizer()
         if retok is not None:
             try:
-                measured = {id(x): len(retok.tokenize(x.text)) for x in (r, c)}
-            except Exception:  # the tokenizer failed on this text: fall back to the counts
-                measured = None
-            if measured is not None:
-                out.update(measured)
+                out[id(r)], out[id(c)] = (len(retok.tokenize(x.text)) for x in (r, c))
                 basis["text"] += 1
                 continue
-        for x in (r, c):
-            n = x.output_token_count
-            from_usage = x.token_ids_source != "engine" and isinstance(x.completion_token_count, int)
-            if n and from_usage and x.finish_reason == "stop" and x.stop_reason is None:
-                n -= 1
-            elif n and x.token_ids_source == "engine" and _eos_stop(x):
-                role = "reference" if x is r else "candidate"
-                n = n - 1 if int(x.token_ids[-1]) in eos[role] else n
-            out[id(x)] = n
-        basis["count"] += 1
+            except Exception:  # the tokenizer failed on this text: the pair goes uncounted
+                pass
+        out[id(r)] = out[id(c)] = None
+        basis["none"] += 1
     return out, basis
 
 
@@ -1089,10 +1086,11 @@ class RenderingChecks:
         if eos_warn:
             parts.append(f"declared EOS ids differ: reference {declared[0]}, candidate {declared[1]}")
         parts.append(stats.message)
-        if length_basis["text"] or length_basis["count"]:
+        if length_basis["count"] or length_basis["text"] or length_basis["none"]:
             parts.append(f"lengths measured on {length_basis['ids']} pair(s) by the engines' token ids, "
-                         f"{length_basis['text']} by one tokenizer over both texts (a side returned text only), "
-                         f"{length_basis['count']} by the engines' own counts (no tokenizer reachable)")
+                         f"{length_basis['count']} by a text-only side's own count (usage, less the EOS on an EOS "
+                         f"stop), {length_basis['text']} by one tokenizer over both texts (a side gave no count)"
+                         + (f", {length_basis['none']} not measurable" if length_basis["none"] else ""))
         detail = "; ".join(parts)
         lines = [f"  {f.label}: {f.detail}" for f in findings[:5]]
         lines += [f"  {f['label']}: {f['detail']}" for f in cand_sp[:3]]
