@@ -15,7 +15,7 @@ from typing import Any, Callable, ClassVar, Optional, Protocol, Sequence, runtim
 from ..types import Completion, EngineInfo, GenerationRequest
 
 __all__ = ["EngineSpec", "Engine", "EngineSpecError", "ProgressFn", "Capabilities", "effective_capabilities",
-           "check_model_dir", "STOP_TEXT", "STOP_TOKEN_IDS", "STOP_TOKEN_IDS_AND_TEXT", "STOP_NONE"]
+           "eos_stop_reason", "check_model_dir", "STOP_TEXT", "STOP_TOKEN_IDS", "STOP_TOKEN_IDS_AND_TEXT", "STOP_NONE"]
 
 # progress(done_requests, total_requests, generated_tokens)
 ProgressFn = Callable[[int, int, int], None]
@@ -154,6 +154,17 @@ def effective_capabilities(declared: Capabilities, info: Any = None) -> Capabili
     details = info.get("details") if isinstance(info, dict) else getattr(info, "details", None)
     found = (details or {}).get("capabilities") if isinstance(details, dict) else None
     return declared.merged(found) if isinstance(found, dict) else declared
+
+
+def eos_stop_reason(stop_reason: Any, request: GenerationRequest, who: str) -> tuple[Any, Optional[str]]:
+    """``(stop_reason, warning)``: a stop id the request did not ask for is a model EOS id an engine
+    added to its own stop ids (vLLM folds the generation config's extra EOS ids in; TensorRT-LLM on
+    main adds them as stop words) and reports as ``stop_reason``: an EOS stop, reported as None like
+    every other engine's, with a warning saying so. Anything else is returned as it is."""
+    if isinstance(stop_reason, int) and not isinstance(stop_reason, bool) and stop_reason not in request.stop_token_ids:
+        return None, (f"{who} reported stop_reason {stop_reason} (a model EOS id, not one the request asked for) "
+                      "for an EOS stop; reported as None, like every other engine")
+    return stop_reason, None
 
 
 def check_model_dir(spec: "EngineSpec") -> None:

@@ -87,7 +87,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn
+from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn, eos_stop_reason
 
 __all__ = ["OpenAIEngine", "OpenAIServerError", "FLAVORS", "normalise_base_url"]
 
@@ -1038,13 +1038,9 @@ class OpenAIEngine:
             )
         if st.finish_reason is None:
             warnings.append("the stream ended with [DONE] but no finish_reason")
-        stop_reason = st.stop_reason
-        if isinstance(stop_reason, int) and not isinstance(stop_reason, bool) and stop_reason not in req.stop_token_ids:
-            # vLLM folds the model's extra EOS ids (generation_config) into its stop ids and reports
-            # the one it stopped on as stop_reason; the request asked for none: an EOS stop
-            warnings.append(f"the server reported stop_reason {stop_reason} (a model EOS id, not one the request "
-                            "asked for) for an EOS stop; reported as None, like every other engine")
-            stop_reason = None
+        stop_reason, note = eos_stop_reason(st.stop_reason, req, "the server")
+        if note:
+            warnings.append(note)
         times = list(st.token_times)
         return Completion(
             text=text,

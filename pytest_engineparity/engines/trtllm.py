@@ -48,7 +48,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 
 from .enginedir import EngineDirError, EngineDirInfo, inspect_engine_dir
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import STOP_TOKEN_IDS_AND_TEXT, Capabilities, EngineSpec, EngineSpecError, ProgressFn
+from .base import STOP_TOKEN_IDS_AND_TEXT, Capabilities, EngineSpec, EngineSpecError, ProgressFn, eos_stop_reason
 
 __all__ = ["TRTLLMEngine"]
 
@@ -446,13 +446,10 @@ class TRTLLMEngine:
                 room = f" (prompt {prompt_len} tokens, max_seq_len {self._max_seq_len})"
             warnings.append(
                 f"max_tokens {request.max_tokens} clamped by the engine: produced {len(ids)} tokens{room}")
-        stop_reason = out.stop_reason
-        if isinstance(stop_reason, int) and not isinstance(stop_reason, bool) and stop_reason not in request.stop_token_ids:
-            # a stop id the request did not ask for (a model EOS id a version adds as a stop word):
-            # an EOS stop, reported as None like every other engine's
-            warnings.append(f"tensorrt_llm reported stop_reason {stop_reason} (a model EOS id, not one the request "
-                            "asked for) for an EOS stop; reported as None, like every other engine")
-            stop_reason = None
+        # a stop id the request did not ask for (main adds the generation config's EOS ids as stop words)
+        stop_reason, note = eos_stop_reason(out.stop_reason, request, "tensorrt_llm")
+        if note:
+            warnings.append(note)
         return Completion(
             text=out.text,
             token_ids=ids,

@@ -19,7 +19,7 @@ import time
 from typing import Any, ClassVar, Optional, Sequence
 
 from ..types import Completion, EngineInfo, EngineLimits, GenerationRequest, Timings, TokenLogprobs
-from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn, check_model_dir
+from .base import Capabilities, EngineSpec, EngineSpecError, ProgressFn, check_model_dir, eos_stop_reason
 
 __all__ = ["VLLMEngine"]
 
@@ -225,13 +225,10 @@ class VLLMEngine:
         times = a["times"]
         m = getattr(o, "metrics", None)
         engine_ttft = getattr(m, "first_token_latency", None) if m is not None else None
-        stop_reason, warnings = c.stop_reason, []
-        if isinstance(stop_reason, int) and stop_reason not in req.stop_token_ids:
-            # vLLM folds the model's extra EOS ids (generation_config) into stop_token_ids and
-            # then reports them as stop_reason; the request asked for none: it is an EOS stop
-            warnings.append(f"vLLM reported stop_reason {stop_reason} (a model EOS id) for an EOS stop; "
-                            "reported as None, like every other engine")
-            stop_reason = None
+        # vLLM folds the model's extra EOS ids (generation_config) into stop_token_ids and reports
+        # the one it stopped on as stop_reason: for a request that asked for none, an EOS stop
+        stop_reason, note = eos_stop_reason(c.stop_reason, req, "vLLM")
+        warnings = [note] if note else []
         return Completion(
             warnings=warnings,
             text="".join(a["text"]),
