@@ -468,6 +468,8 @@ class TRTLLMEngine:
 
 
 # -- pure mapping (no tensorrt_llm) -------------------------------------------------------------
+
+
 def _eos_ids(tokenizer: Any, generation_eos: Sequence[int] = ()) -> Optional[list]:
     """The EOS set TensorRT-LLM stops on by default: the tokenizer's ``eos_token_id``, plus the
     generation config's ids where the version adds them as stop words."""
@@ -491,7 +493,6 @@ def _generation_eos(*folders: Any) -> list:
         items = eos if isinstance(eos, list) else [eos]
         return [int(t) for t in items if isinstance(t, int) and not isinstance(t, bool)]
     return []
-
 
 
 def sampling_kwargs(request: GenerationRequest, add_special_tokens: bool = True,
